@@ -1,0 +1,88 @@
+//! A small async client for the signaling socket, used by the integration tests and the load tester.
+//!
+//! It only moves typed messages; what to send when is the caller's business.
+
+use crate::{ClientMessage, ServerMessage};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("websocket: {0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("undecodable server frame: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("socket closed")]
+    Closed,
+}
+
+/// A connected signaling socket.
+pub struct SignalingClient {
+    sender: SignalingSender,
+    receiver: SignalingReceiver,
+}
+
+pub struct SignalingSender(SplitSink<Ws, Message>);
+pub struct SignalingReceiver(SplitStream<Ws>);
+
+impl SignalingClient {
+    /// Connects to `ws://host:port/ws` (or `wss://`).
+    pub async fn connect(url: &str) -> Result<Self, ClientError> {
+        let (ws, _response) = tokio_tungstenite::connect_async(url).await?;
+        let (sink, stream) = ws.split();
+        Ok(Self { sender: SignalingSender(sink), receiver: SignalingReceiver(stream) })
+    }
+
+    pub async fn send(&mut self, msg: &ClientMessage) -> Result<(), ClientError> {
+        self.sender.send(msg).await
+    }
+
+    /// Sends a raw text frame, e.g. garbage in a robustness test.
+    pub async fn send_raw(&mut self, text: &str) -> Result<(), ClientError> {
+        self.sender.send_raw(text).await
+    }
+
+    /// The next server message; `Err(Closed)` once the server has closed the socket.
+    pub async fn recv(&mut self) -> Result<ServerMessage, ClientError> {
+        self.receiver.recv().await
+    }
+
+    pub fn split(self) -> (SignalingSender, SignalingReceiver) {
+        (self.sender, self.receiver)
+    }
+}
+
+impl SignalingSender {
+    pub async fn send(&mut self, msg: &ClientMessage) -> Result<(), ClientError> {
+        let text = serde_json::to_string(msg)?;
+        self.send_raw(&text).await
+    }
+
+    pub async fn send_raw(&mut self, text: &str) -> Result<(), ClientError> {
+        self.0.send(Message::text(text)).await?;
+        Ok(())
+    }
+
+    pub async fn close(&mut self) -> Result<(), ClientError> {
+        self.0.close().await?;
+        Ok(())
+    }
+}
+
+impl SignalingReceiver {
+    pub async fn recv(&mut self) -> Result<ServerMessage, ClientError> {
+        loop {
+            match self.0.next().await {
+                None | Some(Ok(Message::Close(_))) => return Err(ClientError::Closed),
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(&text)?),
+                Some(Ok(_)) => continue, // ping/pong/binary are not part of the protocol
+            }
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Message types, one enum per direction.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest frame the server accepts. An SDP offer with a dozen m-lines is well under 16 KiB.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// An ICE candidate as the browser's `RTCIceCandidateInit` serialises it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IceCandidate {
+    pub candidate: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_mid: Option<String>,
+    #[serde(rename = "sdpMLineIndex", default, skip_serializing_if = "Option::is_none")]
+    pub sdp_mline_index: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_fragment: Option<String>,
+}
+
+/// Someone in the meeting, as other participants see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Participant {
+    /// Chime's `AttendeeId` (a GUID). Also the MediaStream id of this participant's forwarded tracks.
+    pub attendee_id: String,
+    /// Chime's `ExternalUserId`: the display name given at `create-attendee`.
+    pub name: String,
+    pub audio_muted: bool,
+    pub video_muted: bool,
+}
+
+/// Frames a client sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// First frame on every socket: the attendee's `JoinToken` from `create-attendee`.
+    Join {
+        token: String,
+        #[serde(default)]
+        audio_muted: bool,
+        #[serde(default)]
+        video_muted: bool,
+    },
+    /// The client's offer for its own peer connection (sent once, after `joined`).
+    Offer { sdp: String },
+    /// The client's answer to a server offer (renegotiation).
+    Answer { sdp: String },
+    /// Trickle ICE. `candidate: null` (end of candidates) is accepted and ignored.
+    Candidate { candidate: Option<IceCandidate> },
+    /// Microphone / camera state, relayed to everyone else in the meeting.
+    MediaState { audio_muted: bool, video_muted: bool },
+    /// Ask the server to resend a keyframe for every video track this client receives.
+    RequestKeyframe,
+    /// Leave the meeting; the server closes the socket after `left`.
+    Leave,
+    /// Keep-alive. `ts` is echoed in the `pong`.
+    Ping {
+        #[serde(default)]
+        ts: Option<u64>,
+    },
+}
+
+/// Frames the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum ServerMessage {
+    /// The join succeeded. `participants` are the others already present; `count` includes the joiner.
+    Joined {
+        meeting_id: String,
+        attendee_id: String,
+        participants: Vec<Participant>,
+        count: usize,
+    },
+    Offer { sdp: String },
+    Answer { sdp: String },
+    Candidate { candidate: IceCandidate },
+    ParticipantJoined { participant: Participant, count: usize },
+    ParticipantLeft { attendee_id: String, count: usize },
+    /// The live participant count, sent to everyone whenever it changes.
+    ParticipantCount { count: usize },
+    MediaState { attendee_id: String, audio_muted: bool, video_muted: bool },
+    Pong {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ts: Option<u64>,
+    },
+    /// Reply to `leave`; the socket closes next.
+    Left,
+    /// The meeting is over for this client: deleted, expired, or the server is shutting down.
+    /// The socket closes next.
+    MeetingEnded { reason: EndReason },
+    Error { code: ErrorCode, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EndReason {
+    /// `delete-meeting` was called.
+    Deleted,
+    /// The gateway is shutting down.
+    ServerShutdown,
+    /// The same attendee joined from another socket; this one is replaced.
+    Replaced,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The frame is not JSON, not an object, or not one of the message types. The socket stays open.
+    BadRequest,
+    /// Missing, forged, malformed or expired JoinToken. The socket closes.
+    Unauthorized,
+    /// The meeting does not exist (any more). The socket closes.
+    NotFound,
+    /// The message is valid but not now (e.g. an offer before `join`, a second `join`).
+    Conflict,
+    /// The SDP or candidate was refused by the media engine.
+    UnprocessableEntity,
+    /// The meeting is full (250 attendees) or the server refuses new joins while draining.
+    ServiceUnavailable,
+    ServiceFailure,
+}
+
+impl ErrorCode {
+    /// Whether the server closes the socket after sending this error.
+    pub fn is_fatal(self) -> bool {
+        matches!(self, Self::Unauthorized | Self::NotFound | Self::ServiceUnavailable)
+    }
+}
+
+impl ServerMessage {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Error { code, message: message.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_frame_uses_the_documented_json_names() {
+        let msg: ClientMessage =
+            serde_json::from_str(r#"{"type":"join","token":"t","videoMuted":true}"#).unwrap();
+        assert_eq!(msg, ClientMessage::Join { token: "t".into(), audio_muted: false, video_muted: true });
+    }
+
+    #[test]
+    fn browser_candidate_json_round_trips() {
+        let raw = r#"{"type":"candidate","candidate":{"candidate":"candidate:1 1 udp 2122260223 127.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"abcd"}}"#;
+        let msg: ClientMessage = serde_json::from_str(raw).unwrap();
+        let ClientMessage::Candidate { candidate: Some(c) } = &msg else { panic!("not a candidate: {msg:?}") };
+        assert_eq!(c.sdp_mline_index, Some(0));
+        assert_eq!(serde_json::to_value(&msg).unwrap(), serde_json::from_str::<serde_json::Value>(raw).unwrap());
+    }
+
+    #[test]
+    fn end_of_candidates_is_accepted() {
+        let msg: ClientMessage = serde_json::from_str(r#"{"type":"candidate","candidate":null}"#).unwrap();
+        assert_eq!(msg, ClientMessage::Candidate { candidate: None });
+    }
+
+    #[test]
+    fn unknown_types_and_fields_are_rejected() {
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"explode"}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"leave","extra":1}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"join","token":5}"#).is_err());
+    }
+
+    #[test]
+    fn server_messages_are_camel_case() {
+        let v = serde_json::to_value(ServerMessage::ParticipantLeft { attendee_id: "a".into(), count: 1 }).unwrap();
+        assert_eq!(v, serde_json::json!({"type":"participantLeft","attendeeId":"a","count":1}));
+        let v = serde_json::to_value(ServerMessage::MeetingEnded { reason: EndReason::Deleted }).unwrap();
+        assert_eq!(v, serde_json::json!({"type":"meetingEnded","reason":"deleted"}));
+    }
+}

@@ -1,0 +1,2 @@
+//! HTTP surface.
+pub mod ws;

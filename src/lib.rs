@@ -1,0 +1,17 @@
+//! telehealth-gateway: a self-hosted WebRTC gateway for telehealth video visits.
+//!
+//! Module map (arrows point down only; see DESIGN.md):
+//! `cli` → `config` → `http` (api, ws) → `meetings` / `room` → `sfu`, `store`, `auth`.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod ids;
+pub mod meetings;
+pub mod pii;
+pub mod room;
+pub mod server;
+pub mod sfu;
+pub mod store;

@@ -1,0 +1,16 @@
+use std::net::IpAddr;
+
+/// Network settings for the media engine.
+#[derive(Debug, Clone, Default)]
+pub struct SfuConfig {
+    /// `RTC_BIND_IPS`: local addresses to gather host candidates on. Empty: every non-loopback interface
+    /// address plus 127.0.0.1.
+    pub bind_ips: Vec<IpAddr>,
+    /// `RTC_PUBLIC_IP`: advertised instead of the bound address (1:1 NAT).
+    pub public_ip: Option<IpAddr>,
+    /// `RTC_UDP_PORTS`: inclusive UDP port range for media sockets. None: OS-assigned ports.
+    pub udp_ports: Option<(u16, u16)>,
+    /// `RTC_STUN_URLS`: STUN servers for server-reflexive candidates. Empty by default: an offline clinic
+    /// must never try to reach a public STUN server.
+    pub stun_urls: Vec<String>,
+}
