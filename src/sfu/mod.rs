@@ -1,4 +1,128 @@
-//! The SFU: moves RTP/RTCP between peer connections. Knows nothing of HTTP, the database, auth or Chime.
+//! The SFU: moves RTP/RTCP between peer connections (webrtc-rs). Knows nothing of HTTP, the database,
+//! auth or Chime; participants are plain string ids here.
+//!
+//! - `peer`: one peer connection per participant, SDP/ICE in, `PeerEvent`s out.
+//! - `track`: a published track's fan-out to subscribers, lag handling, keyframe relay.
+//! - `keyframe`: the interceptor that surfaces viewers' PLI/FIR, and the upstream throttle.
+//! - `ports`: UDP port range for media sockets.
 
 mod config;
+pub mod keyframe;
+mod peer;
+mod ports;
+pub mod stats;
+mod track;
+
 pub use config::SfuConfig;
+pub use peer::{Peer, PeerError, PeerEvent};
+pub use stats::{SfuStats, SfuStatsSnapshot};
+pub use track::PublishedTrack;
+
+use keyframe::KeyframeRequestMarker;
+use ports::PortAllocator;
+use rtc::interceptor::{Registry, Slot};
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::transport::{RTCIceCandidateType, RTCIceServer};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use tokio::sync::mpsc;
+use webrtc::peer_connection::{PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler};
+
+/// Where our interceptor sits: application-most, after every built-in slot.
+const KEYFRAME_MARKER_SLOT: Slot = Slot::Custom(20_000);
+
+pub struct Sfu {
+    config: SfuConfig,
+    bind_ips: Vec<IpAddr>,
+    ports: PortAllocator,
+    pub stats: Arc<SfuStats>,
+}
+
+impl Sfu {
+    pub fn new(config: SfuConfig) -> Arc<Self> {
+        let bind_ips = if config.bind_ips.is_empty() { default_bind_ips() } else { config.bind_ips.clone() };
+        Arc::new(Self {
+            ports: PortAllocator::new(config.udp_ports),
+            bind_ips,
+            config,
+            stats: Arc::new(SfuStats::default()),
+        })
+    }
+
+    /// The addresses host candidates are gathered on.
+    pub fn bind_ips(&self) -> &[IpAddr] {
+        &self.bind_ips
+    }
+
+    /// A new peer connection for `participant`. Its events arrive on `events`.
+    pub async fn create_peer(
+        &self,
+        participant: String,
+        events: mpsc::UnboundedSender<PeerEvent>,
+    ) -> anyhow::Result<Arc<Peer>> {
+        let mut media_engine = MediaEngine::default();
+        // Opus, VP8, VP9, H.264 (several profiles), AV1, with RTX: whatever the browser offers first.
+        media_engine.register_default_codecs()?;
+        let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
+            .with(KEYFRAME_MARKER_SLOT, KeyframeRequestMarker::default());
+
+        let mut settings = SettingEngineBuilder::new().with_include_loopback_candidate(true);
+        if let Some(public) = self.config.public_ip {
+            // Srflx keeps the private host candidates (clinic LAN) and adds the NAT's public address;
+            // with STUN configured the public address comes from STUN, so replace host candidates instead.
+            let kind = if self.config.stun_urls.is_empty() { RTCIceCandidateType::Srflx } else { RTCIceCandidateType::Host };
+            settings = settings.with_nat_1to1_ips(vec![public.to_string()], kind);
+        }
+        let ice_servers = if self.config.stun_urls.is_empty() {
+            vec![]
+        } else {
+            vec![RTCIceServer { urls: self.config.stun_urls.clone(), ..Default::default() }]
+        };
+        let rtc_config = RTCConfigurationBuilder::new().with_ice_servers(ice_servers).build();
+        let addrs = self
+            .ports
+            .addrs_for(&self.bind_ips)
+            .ok_or_else(|| anyhow::anyhow!("no free UDP port left in RTC_UDP_PORTS"))?;
+
+        let handler = Arc::new(peer::Handler {
+            participant: participant.clone(),
+            events,
+            stats: Arc::clone(&self.stats),
+            track_seq: AtomicU32::new(0),
+        });
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(rtc_config)
+            .with_media_engine(media_engine)
+            .with_setting_engine(settings.build())
+            .with_interceptor_registry(registry)
+            .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
+            .with_udp_addrs(addrs)
+            .build()
+            .await?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        Ok(Arc::new(Peer::new(participant, pc, Arc::clone(&self.stats))))
+    }
+}
+
+/// Loopback plus every IPv4 interface address that is not link-local: reachable from this machine and
+/// from the clinic LAN. (`RTC_BIND_IPS` overrides; tests use 127.0.0.1 only.)
+fn default_bind_ips() -> Vec<IpAddr> {
+    let mut ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    if let Ok(ifaces) = if_addrs::get_if_addrs() {
+        for iface in ifaces {
+            let ip = iface.ip();
+            if let IpAddr::V4(v4) = ip
+                && !v4.is_loopback()
+                && !v4.is_link_local()
+                && !ips.contains(&ip)
+            {
+                ips.push(ip);
+            }
+        }
+    }
+    ips
+}

@@ -1,0 +1,46 @@
+//! Counters the SFU keeps; read by tests and (later) `/metrics`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct SfuStats {
+    /// RTP packets received from publishers.
+    pub packets_in: AtomicU64,
+    /// RTP packets written to subscribers.
+    pub packets_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Packets a lagging subscriber skipped.
+    pub packets_skipped: AtomicU64,
+    /// PLI/FIR received from viewers.
+    pub viewer_keyframe_requests: AtomicU64,
+    /// PLIs sent to publishers (after throttling).
+    pub keyframe_requests: AtomicU64,
+    pub peer_connections: AtomicU64,
+}
+
+/// A plain copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SfuStatsSnapshot {
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    pub packets_skipped: u64,
+    pub viewer_keyframe_requests: u64,
+    pub keyframe_requests: u64,
+    pub peer_connections: u64,
+}
+
+impl SfuStats {
+    pub fn snapshot(&self) -> SfuStatsSnapshot {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        SfuStatsSnapshot {
+            packets_in: r(&self.packets_in),
+            packets_out: r(&self.packets_out),
+            bytes_out: r(&self.bytes_out),
+            packets_skipped: r(&self.packets_skipped),
+            viewer_keyframe_requests: r(&self.viewer_keyframe_requests),
+            keyframe_requests: r(&self.keyframe_requests),
+            peer_connections: r(&self.peer_connections),
+        }
+    }
+}

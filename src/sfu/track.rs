@@ -1,0 +1,257 @@
+//! A published track and its fan-out.
+//!
+//! One reader task per published track pulls RTP from the publisher's `TrackRemote` into a bounded
+//! broadcast channel. Each subscriber has its own forwarder task reading that channel into its own
+//! `TrackLocalStaticRTP`. A subscriber whose socket or driver is slow only delays its own forwarder; when
+//! it falls more than the channel's capacity behind, the channel drops its oldest packets *for that
+//! subscriber only*, the forwarder skips ahead and asks the publisher for a keyframe so its decoder can
+//! resume. Nobody else waits.
+
+use super::keyframe::{KeyframeReason, KeyframeThrottle, is_keyframe_request};
+use super::stats::SfuStats;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::Track;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::rtp_transceiver::RtpSender;
+
+/// Packets buffered per published track before a lagging subscriber starts losing the oldest.
+/// About a second of 1.5 Mbps video at ~1,100-byte packets.
+const FANOUT_CAPACITY: usize = 256;
+
+/// A track someone publishes, ready to be subscribed to by others.
+pub struct PublishedTrack {
+    /// Unique within the SFU: `<publisher>-<kind>-<n>`.
+    pub id: String,
+    /// The publisher's participant id; subscribers see it as the MediaStream id.
+    pub publisher: String,
+    pub kind: RtpCodecKind,
+    pub codec: RTCRtpCodec,
+    media_ssrc: u32,
+    remote: Arc<dyn TrackRemote>,
+    packets: broadcast::Sender<rtp::Packet>,
+    throttle: KeyframeThrottle,
+    stats: Arc<SfuStats>,
+}
+
+impl PublishedTrack {
+    /// Starts reading the remote track. `on_end` runs once when the publisher's track ends.
+    pub(crate) async fn start(
+        id: String,
+        publisher: String,
+        remote: Arc<dyn TrackRemote>,
+        stats: Arc<SfuStats>,
+        on_end: impl FnOnce(String) + Send + 'static,
+    ) -> Option<Arc<Self>> {
+        let media_ssrc = *remote.ssrcs().await.first()?;
+        let codec = remote.codec(media_ssrc).await?;
+        let kind = remote.kind().await;
+        let (packets, _) = broadcast::channel(FANOUT_CAPACITY);
+        let track = Arc::new(Self {
+            id,
+            publisher,
+            kind,
+            codec,
+            media_ssrc,
+            remote,
+            packets,
+            throttle: KeyframeThrottle::new(),
+            stats,
+        });
+        let reader = Arc::clone(&track);
+        tokio::spawn(async move {
+            while let Some(event) = reader.remote.poll().await {
+                match event {
+                    // Only the primary stream: RTX repair packets carry another SSRC and a payload
+                    // that would corrupt a subscriber's decoder if forwarded as media.
+                    TrackRemoteEvent::OnRtpPacket(packet) if packet.header.ssrc == reader.media_ssrc => {
+                        reader.stats.packets_in.fetch_add(1, Ordering::Relaxed);
+                        // No receivers is fine: nobody subscribed yet.
+                        let _ = reader.packets.send(packet);
+                    }
+                    TrackRemoteEvent::OnEnded | TrackRemoteEvent::OnError => break,
+                    _ => {}
+                }
+            }
+            on_end(reader.id.clone());
+        });
+        Some(track)
+    }
+
+    /// Asks the publisher for a keyframe, unless one was asked for very recently.
+    pub async fn request_keyframe(&self, reason: KeyframeReason) {
+        if self.kind != RtpCodecKind::Video || !self.throttle.allow(reason, Instant::now()) {
+            return;
+        }
+        self.stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+        let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: self.media_ssrc };
+        if let Err(e) = self.remote.write_rtcp(vec![Box::new(pli)]).await {
+            tracing::debug!(track = %self.id, error = %e, "keyframe request not sent");
+        }
+    }
+}
+
+/// One subscriber's copy of a published track.
+pub struct Subscription {
+    pub sender: Arc<dyn RtpSender>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Subscription {
+    /// The local track to add to the subscriber's peer connection.
+    pub(crate) fn local_track(published: &PublishedTrack) -> Arc<TrackLocalStaticRTP> {
+        let ssrc = rand::random::<u32>();
+        Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            published.publisher.clone(),
+            published.id.clone(),
+            published.id.clone(),
+            published.kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                codec: published.codec.clone(),
+                ..Default::default()
+            }],
+        )))
+    }
+
+    /// Starts forwarding `published` into `local` (already added to the subscriber's connection).
+    pub(crate) fn start(
+        published: Arc<PublishedTrack>,
+        local: Arc<TrackLocalStaticRTP>,
+        sender: Arc<dyn RtpSender>,
+    ) -> Self {
+        let forward = tokio::spawn(forward(Arc::clone(&published), Arc::clone(&local), Arc::clone(&sender)));
+        let feedback = tokio::spawn(relay_feedback(Arc::clone(&published), local));
+        Self { sender, tasks: vec![forward, feedback] }
+    }
+
+    pub fn stop(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The payload type the subscriber's leg negotiated for the publisher's codec.
+fn negotiated_payload_type(codecs: &[RTCRtpCodecParameters], codec: &RTCRtpCodec) -> Option<u8> {
+    let same_mime = |c: &&RTCRtpCodecParameters| c.rtp_codec.mime_type.eq_ignore_ascii_case(&codec.mime_type);
+    codecs
+        .iter()
+        .filter(same_mime)
+        .find(|c| c.rtp_codec.sdp_fmtp_line == codec.sdp_fmtp_line)
+        .or_else(|| codecs.iter().find(same_mime))
+        .map(|c| c.payload_type)
+}
+
+async fn forward(published: Arc<PublishedTrack>, local: Arc<TrackLocalStaticRTP>, sender: Arc<dyn RtpSender>) {
+    let mut rx = published.packets.subscribe();
+    let ssrc = *local.ssrcs().await.first().unwrap_or(&0);
+    let mut payload_type: Option<u8> = None;
+    let mut synced = false;
+    loop {
+        let mut packet = match rx.recv().await {
+            Ok(p) => p,
+            Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                // Fell behind: the channel already dropped our oldest packets. Resume from the newest
+                // and get a keyframe so the decoder is not stuck on a broken reference.
+                published.stats.packets_skipped.fetch_add(skipped, Ordering::Relaxed);
+                published.request_keyframe(KeyframeReason::Resync).await;
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if payload_type.is_none() {
+            // Known once the subscriber's leg is negotiated; until then packets have nowhere to go.
+            payload_type = match sender.get_parameters().await {
+                Ok(p) => negotiated_payload_type(&p.rtp_parameters.codecs, &published.codec),
+                Err(_) => None,
+            };
+            if payload_type.is_none() {
+                continue;
+            }
+        }
+        packet.header.ssrc = ssrc;
+        packet.header.payload_type = payload_type.unwrap_or_default();
+        // Header extension ids are negotiated per leg; the publisher's would be meaningless here.
+        packet.header.extension = false;
+        packet.header.extensions.clear();
+        packet.header.extensions_padding = 0;
+        let bytes = packet.payload.len() as u64;
+        if local.write_rtp(packet).await.is_err() {
+            // Not bound yet (negotiation in flight) or already gone; forget the mapping and retry.
+            payload_type = None;
+            synced = false;
+            continue;
+        }
+        published.stats.packets_out.fetch_add(1, Ordering::Relaxed);
+        published.stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+        if !synced {
+            // First packet this subscriber can receive: it needs a keyframe to start decoding.
+            synced = true;
+            published.request_keyframe(KeyframeReason::Resync).await;
+        }
+    }
+}
+
+/// Relays the subscriber's PLI/FIR to the publisher (throttled there).
+async fn relay_feedback(published: Arc<PublishedTrack>, local: Arc<TrackLocalStaticRTP>) {
+    loop {
+        // Bounded wait: `poll` holds the track's event lock while it waits, and a (re)bind during
+        // renegotiation needs that lock; never hold it for long.
+        let event = match tokio::time::timeout(std::time::Duration::from_millis(200), local.poll()).await {
+            Ok(event) => event,
+            Err(_) => continue,
+        };
+        match event {
+            Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                    published.stats.viewer_keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                    published.request_keyframe(KeyframeReason::ViewerRequest).await;
+                }
+            }
+            Some(_) => {}
+            // Not bound yet: the event receiver appears at bind time.
+            None => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codec(mime: &str, fmtp: &str, pt: u8) -> RTCRtpCodecParameters {
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec { mime_type: mime.into(), clock_rate: 90000, sdp_fmtp_line: fmtp.into(), ..Default::default() },
+            payload_type: pt,
+        }
+    }
+
+    #[test]
+    fn payload_type_follows_the_subscriber_leg_and_prefers_the_same_fmtp() {
+        let leg = [codec("video/VP8", "", 96), codec("video/H264", "packetization-mode=0", 127), codec("video/H264", "packetization-mode=1", 102)];
+        let h264 = codec("video/h264", "packetization-mode=1", 109).rtp_codec;
+        assert_eq!(negotiated_payload_type(&leg, &h264), Some(102));
+        let vp8 = codec("video/VP8", "", 120).rtp_codec;
+        assert_eq!(negotiated_payload_type(&leg, &vp8), Some(96));
+        let av1 = codec("video/AV1", "", 45).rtp_codec;
+        assert_eq!(negotiated_payload_type(&leg, &av1), None);
+    }
+}
