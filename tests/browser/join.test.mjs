@@ -249,7 +249,7 @@ test('two participants join, see and hear each other, and both count 2', async (
       firstFrameMs[key] = Date.now() - clickedAt[key];
     }),
   );
-  for (const key of Object.keys(pages)) console.log('click-to-first-remote-frame ms', key, NAMES[key] === NAMES.a ? 'practitioner' : 'patient', firstFrameMs[key]);
+  for (const key of Object.keys(pages)) console.log('click-to-first-remote-frame ms', `page ${key}`, firstFrameMs[key]);
 
   for (const [key, page] of Object.entries(pages)) {
     assert.equal(await page.evaluate(() => window.__telehealth.state), 'joined', `page ${key} state`);
