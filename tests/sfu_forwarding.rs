@@ -1,0 +1,92 @@
+//! The SFU and room layer without HTTP: two webrtc-rs peers publish synthetic Opus + VP8 and each must
+//! receive the other's packets; a viewer's PLI must reach the publisher.
+
+mod support;
+
+use signaling::{ClientMessage, ServerMessage};
+use std::sync::Arc;
+use std::time::Duration;
+use support::media_peer::{MediaPeer, eventually};
+use telehealth_gateway::ids::{AttendeeId, MeetingId};
+use telehealth_gateway::room::{Outbound, Rooms, Session};
+use telehealth_gateway::sfu::{Sfu, SfuConfig};
+use tokio::sync::mpsc;
+
+/// Bridges a room session to channels, as the WebSocket handler would.
+fn bridge(mut session: Session) -> (mpsc::UnboundedSender<ClientMessage>, mpsc::UnboundedReceiver<ServerMessage>) {
+    let (to_server, mut from_client) = mpsc::unbounded_channel::<ClientMessage>();
+    let (to_client, from_server) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                m = from_client.recv() => match m { Some(m) => session.handle(m), None => break },
+                o = session.outbound.recv() => match o {
+                    Some(Outbound::Message(m)) => { let _ = to_client.send(m); }
+                    Some(Outbound::Close) | None => break,
+                },
+            }
+        }
+    });
+    (to_server, from_server)
+}
+
+async fn participant(rooms: &Rooms, meeting: MeetingId, name: &str) -> (AttendeeId, MediaPeer, mpsc::UnboundedReceiver<ServerMessage>) {
+    let id = AttendeeId::new();
+    let session = rooms.join(meeting, id, name.into(), false, false).expect("join");
+    let (tx, mut rx) = bridge(session);
+    let first = rx.recv().await.expect("joined");
+    assert!(matches!(first, ServerMessage::Joined { .. }), "first message is joined: {first:?}");
+    let (media_tx, media_rx) = mpsc::unbounded_channel();
+    let (other_tx, other_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let _ = media_tx.send(m);
+        }
+    });
+    let peer = MediaPeer::start(tx, media_rx, other_tx).await.expect("peer");
+    (id, peer, other_rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_peers_receive_each_others_audio_and_video_and_pli_reaches_the_publisher() {
+    let sfu = Sfu::new(SfuConfig { bind_ips: vec!["127.0.0.1".parse().unwrap()], ..Default::default() });
+    let rooms = Rooms::new(Arc::clone(&sfu));
+    let meeting = MeetingId::new();
+    let (a, peer_a, _a_events) = participant(&rooms, meeting, "Alice").await;
+    let (b, peer_b, _b_events) = participant(&rooms, meeting, "Bob").await;
+    let (a, b) = (a.to_string(), b.to_string());
+
+    let flowing = eventually(Duration::from_secs(15), || {
+        ["audio", "video"].iter().all(|k| peer_a.received.count(&b, k) > 20 && peer_b.received.count(&a, k) > 20)
+    })
+    .await;
+    assert!(
+        flowing,
+        "media did not flow both ways: A got audio {} video {}, B got audio {} video {}; stats {:?}",
+        peer_a.received.count(&b, "audio"),
+        peer_a.received.count(&b, "video"),
+        peer_b.received.count(&a, "audio"),
+        peer_b.received.count(&a, "video"),
+        sfu.stats.snapshot()
+    );
+    let codecs: Vec<String> = peer_b.received.tracks.lock().unwrap().iter().map(|t| t.2.to_lowercase()).collect();
+    assert!(codecs.contains(&"audio/opus".into()) && codecs.contains(&"video/vp8".into()), "codecs: {codecs:?}");
+
+    // Let the subscription's own keyframe requests pass the 1 s throttle, then act as B's decoder.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let before = peer_a.received.keyframe_requests.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(peer_b.send_pli().await > 0, "B has a video track to send a PLI on");
+    let relayed = eventually(Duration::from_secs(3), || {
+        peer_a.received.keyframe_requests.load(std::sync::atomic::Ordering::Relaxed) > before
+    })
+    .await;
+    assert!(relayed, "B's PLI did not reach A; stats {:?}", sfu.stats.snapshot());
+    assert!(sfu.stats.snapshot().viewer_keyframe_requests > 0);
+
+    eprintln!("A got {:?}; B got {:?}; stats {:?}", peer_a.received.packets.lock().unwrap(), peer_b.received.packets.lock().unwrap(), sfu.stats.snapshot());
+    assert_eq!(rooms.participant_count(meeting), 2);
+    peer_b.send(ClientMessage::Leave);
+    assert!(eventually(Duration::from_secs(3), || rooms.participant_count(meeting) == 1).await);
+    peer_a.close().await;
+    peer_b.close().await;
+}

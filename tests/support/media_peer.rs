@@ -1,0 +1,278 @@
+//! A webrtc-rs participant for tests: publishes synthetic Opus + VP8 RTP, answers the server's
+//! renegotiation offers, counts what it receives and the keyframe requests it gets.
+//!
+//! It speaks through two channels (`ClientMessage` out, `ServerMessage` in) so the same peer can be
+//! driven over the real WebSocket.
+
+#![allow(dead_code)]
+
+use rtc::interceptor::{Registry, Slot};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use signaling::{ClientMessage, IceCandidate, ServerMessage};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use telehealth_gateway::sfu::keyframe::{KeyframeRequestMarker, is_keyframe_request};
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit,
+    RTCPeerConnectionIceEvent, RTCSessionDescription,
+};
+
+/// What one peer has received, keyed by the publisher (the forwarded tracks' MediaStream id).
+#[derive(Default)]
+pub struct Received {
+    /// (publisher, "audio"|"video") → packets received.
+    pub packets: Mutex<HashMap<(String, String), u64>>,
+    /// Remote tracks seen: (publisher, kind, mime type).
+    pub tracks: Mutex<Vec<(String, String, String)>>,
+    /// Keyframe requests (PLI/FIR) that reached our video sender.
+    pub keyframe_requests: AtomicU64,
+    /// Remote video tracks, so the test can send a PLI like a real viewer's decoder would.
+    pub video_remotes: Mutex<Vec<Arc<dyn TrackRemote>>>,
+}
+
+impl Received {
+    pub fn count(&self, publisher: &str, kind: &str) -> u64 {
+        *self.packets.lock().unwrap().get(&(publisher.to_owned(), kind.to_owned())).unwrap_or(&0)
+    }
+}
+
+struct Handler {
+    out: mpsc::UnboundedSender<ClientMessage>,
+    received: Arc<Received>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.out.send(ClientMessage::Candidate {
+                candidate: Some(IceCandidate {
+                    candidate: init.candidate,
+                    sdp_mid: init.sdp_mid,
+                    sdp_mline_index: init.sdp_mline_index,
+                    username_fragment: init.username_fragment,
+                }),
+            });
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let publisher = track.stream_id().await;
+        let kind = track.kind().await.to_string();
+        let ssrc = track.ssrcs().await.first().copied().unwrap_or_default();
+        let mime = track.codec(ssrc).await.map(|c| c.mime_type).unwrap_or_default();
+        self.received.tracks.lock().unwrap().push((publisher.clone(), kind.clone(), mime));
+        if track.kind().await == RtpCodecKind::Video {
+            self.received.video_remotes.lock().unwrap().push(Arc::clone(&track));
+        }
+        let received = Arc::clone(&self.received);
+        tokio::spawn(async move {
+            while let Some(ev) = track.poll().await {
+                match ev {
+                    TrackRemoteEvent::OnRtpPacket(_) => {
+                        *received.packets.lock().unwrap().entry((publisher.clone(), kind.clone())).or_default() += 1;
+                    }
+                    TrackRemoteEvent::OnEnded => break,
+                    _ => {}
+                }
+            }
+        });
+    }
+}
+
+pub struct MediaPeer {
+    pub pc: Arc<dyn PeerConnection>,
+    pub received: Arc<Received>,
+    out: mpsc::UnboundedSender<ClientMessage>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn local_track(kind: RtpCodecKind, mime: &str, clock_rate: u32, channels: u16, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        "synthetic".to_owned(),
+        format!("synthetic-{kind}"),
+        format!("synthetic-{kind}"),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            codec: RTCRtpCodec { mime_type: mime.to_owned(), clock_rate, channels, ..Default::default() },
+            ..Default::default()
+        }],
+    )))
+}
+
+/// Writes synthetic RTP at a steady pace: Opus every 20 ms, VP8 every 33 ms.
+async fn pump(track: Arc<TrackLocalStaticRTP>, ssrc: u32, payload_type: u8, interval: Duration, clock_step: u32, payload_len: usize) {
+    let mut seq: u16 = rand::random();
+    let mut ts: u32 = rand::random();
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        let packet = rtp::Packet {
+            header: rtp::Header {
+                version: 2,
+                marker: true,
+                payload_type,
+                sequence_number: seq,
+                timestamp: ts,
+                ssrc,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from(vec![0x90u8; payload_len]),
+        };
+        // Errors before the track is bound (negotiation in flight) are expected; keep pacing.
+        let _ = track.write_rtp(packet).await;
+        seq = seq.wrapping_add(1);
+        ts = ts.wrapping_add(clock_step);
+    }
+}
+
+impl MediaPeer {
+    /// Creates the peer, adds Opus + VP8 tracks, sends the offer through `out`, and starts handling
+    /// `incoming` server messages (answer, offers, candidates). Other server messages go to `others`.
+    pub async fn start(
+        out: mpsc::UnboundedSender<ClientMessage>,
+        mut incoming: mpsc::UnboundedReceiver<ServerMessage>,
+        others: mpsc::UnboundedSender<ServerMessage>,
+    ) -> anyhow::Result<Self> {
+        let mut media_engine = MediaEngine::default();
+        media_engine.register_default_codecs()?;
+        let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
+            .with(Slot::Custom(20_000), KeyframeRequestMarker::default());
+        let received = Arc::new(Received::default());
+        let handler = Arc::new(Handler { out: out.clone(), received: Arc::clone(&received) });
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(registry)
+            .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
+            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+            .build()
+            .await?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+
+        let (audio_ssrc, video_ssrc) = (rand::random::<u32>(), rand::random::<u32>());
+        let audio = local_track(RtpCodecKind::Audio, MIME_TYPE_OPUS, 48000, 2, audio_ssrc);
+        let video = local_track(RtpCodecKind::Video, MIME_TYPE_VP8, 90000, 0, video_ssrc);
+        pc.add_track(Arc::clone(&audio) as Arc<dyn TrackLocal>).await?;
+        pc.add_track(Arc::clone(&video) as Arc<dyn TrackLocal>).await?;
+
+        let offer = pc.create_offer(None).await?;
+        let sdp = offer.sdp.clone();
+        pc.set_local_description(offer).await?;
+        out.send(ClientMessage::Offer { sdp })?;
+
+        let mut tasks = Vec::new();
+        // Payload types from our own media engine's defaults (the offer uses them; the SFU answers in kind).
+        tasks.push(tokio::spawn(pump(audio, audio_ssrc, 111, Duration::from_millis(20), 960, 80)));
+        tasks.push(tokio::spawn(pump(Arc::clone(&video), video_ssrc, 96, Duration::from_millis(33), 3000, 1000)));
+
+        let kf = Arc::clone(&received);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match tokio::time::timeout(Duration::from_millis(100), video.poll()).await {
+                    Ok(Some(TrackLocalEvent::OnRtcpPacket(pkts))) => {
+                        if pkts.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                            kf.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(Some(_)) | Err(_) => {}
+                    Ok(None) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }));
+
+        let pc2 = Arc::clone(&pc);
+        let out2 = out.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(msg) = incoming.recv().await {
+                let result: anyhow::Result<()> = async {
+                    match msg {
+                        ServerMessage::Answer { sdp } => pc2.set_remote_description(RTCSessionDescription::answer(sdp)?).await?,
+                        ServerMessage::Offer { sdp } => {
+                            pc2.set_remote_description(RTCSessionDescription::offer(sdp)?).await?;
+                            let answer = pc2.create_answer(None).await?;
+                            let sdp = answer.sdp.clone();
+                            pc2.set_local_description(answer).await?;
+                            out2.send(ClientMessage::Answer { sdp })?;
+                        }
+                        ServerMessage::Candidate { candidate } => {
+                            pc2.add_ice_candidate(RTCIceCandidateInit {
+                                candidate: candidate.candidate,
+                                sdp_mid: candidate.sdp_mid,
+                                sdp_mline_index: candidate.sdp_mline_index,
+                                username_fragment: candidate.username_fragment,
+                                ..Default::default()
+                            })
+                            .await?
+                        }
+                        other => {
+                            let _ = others.send(other);
+                        }
+                    }
+                    Ok(())
+                }
+                .await;
+                if let Err(e) = result {
+                    panic!("test peer could not apply a server message: {e}");
+                }
+            }
+        }));
+        Ok(Self { pc, received, out, tasks })
+    }
+
+    /// Sends a PLI upstream on every video track we receive, as a browser's decoder would.
+    pub async fn send_pli(&self) -> usize {
+        let remotes: Vec<_> = self.received.video_remotes.lock().unwrap().clone();
+        for r in &remotes {
+            let ssrc = r.ssrcs().await.first().copied().unwrap_or_default();
+            let _ = r.write_rtcp(vec![Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc })]).await;
+        }
+        remotes.len()
+    }
+
+    pub fn send(&self, msg: ClientMessage) {
+        let _ = self.out.send(msg);
+    }
+
+    pub async fn close(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = self.pc.close().await;
+    }
+}
+
+impl Drop for MediaPeer {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Polls `cond` every 50 ms until it holds or `limit` passes.
+pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
