@@ -6,7 +6,7 @@ mod support;
 use signaling::{ClientMessage, ServerMessage};
 use std::sync::Arc;
 use std::time::Duration;
-use support::media_peer::{MediaPeer, eventually};
+use support::media_peer::{MediaPeer, VideoCodec, eventually};
 use telehealth_gateway::ids::{AttendeeId, MeetingId};
 use telehealth_gateway::room::{Outbound, Rooms, Session};
 use telehealth_gateway::sfu::{Sfu, SfuConfig};
@@ -30,7 +30,7 @@ fn bridge(mut session: Session) -> (mpsc::UnboundedSender<ClientMessage>, mpsc::
     (to_server, from_server)
 }
 
-async fn participant(rooms: &Rooms, meeting: MeetingId, name: &str) -> (AttendeeId, MediaPeer, mpsc::UnboundedReceiver<ServerMessage>) {
+async fn participant(rooms: &Rooms, meeting: MeetingId, name: &str, codec: VideoCodec) -> (AttendeeId, MediaPeer, mpsc::UnboundedReceiver<ServerMessage>) {
     let id = AttendeeId::new();
     let session = rooms.join(meeting, id, name.into(), false, false).expect("join");
     let (tx, mut rx) = bridge(session);
@@ -43,7 +43,7 @@ async fn participant(rooms: &Rooms, meeting: MeetingId, name: &str) -> (Attendee
             let _ = media_tx.send(m);
         }
     });
-    let peer = MediaPeer::start(tx, media_rx, other_tx).await.expect("peer");
+    let peer = MediaPeer::start(tx, media_rx, other_tx, codec).await.expect("peer");
     (id, peer, other_rx)
 }
 
@@ -52,8 +52,8 @@ async fn two_peers_receive_each_others_audio_and_video_and_pli_reaches_the_publi
     let sfu = Sfu::new(SfuConfig { bind_ips: vec!["127.0.0.1".parse().unwrap()], ..Default::default() });
     let rooms = Rooms::new(Arc::clone(&sfu));
     let meeting = MeetingId::new();
-    let (a, peer_a, _a_events) = participant(&rooms, meeting, "Alice").await;
-    let (b, peer_b, _b_events) = participant(&rooms, meeting, "Bob").await;
+    let (a, peer_a, _a_events) = participant(&rooms, meeting, "Alice", VideoCodec::Vp8).await;
+    let (b, peer_b, _b_events) = participant(&rooms, meeting, "Bob", VideoCodec::Vp8).await;
     let (a, b) = (a.to_string(), b.to_string());
 
     let flowing = eventually(Duration::from_secs(15), || {
@@ -87,6 +87,26 @@ async fn two_peers_receive_each_others_audio_and_video_and_pli_reaches_the_publi
     assert_eq!(rooms.participant_count(meeting), 2);
     peer_b.send(ClientMessage::Leave);
     assert!(eventually(Duration::from_secs(3), || rooms.participant_count(meeting) == 1).await);
+    peer_a.close().await;
+    peer_b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_video_is_forwarded_between_h264_peers() {
+    let sfu = Sfu::new(SfuConfig { bind_ips: vec!["127.0.0.1".parse().unwrap()], ..Default::default() });
+    let rooms = Rooms::new(Arc::clone(&sfu));
+    let meeting = MeetingId::new();
+    let (a, peer_a, _a_events) = participant(&rooms, meeting, "Alice", VideoCodec::H264).await;
+    let (_b, peer_b, _b_events) = participant(&rooms, meeting, "Bob", VideoCodec::H264).await;
+    let a = a.to_string();
+    assert!(
+        eventually(Duration::from_secs(15), || peer_b.received.count(&a, "video") > 20).await,
+        "B got {} H.264 packets from A; stats {:?}",
+        peer_b.received.count(&a, "video"),
+        sfu.stats.snapshot()
+    );
+    let mimes: Vec<String> = peer_b.received.tracks.lock().unwrap().iter().map(|t| t.2.to_lowercase()).collect();
+    assert!(mimes.contains(&"video/h264".into()), "B's remote tracks: {mimes:?}");
     peer_a.close().await;
     peer_b.close().await;
 }

@@ -10,7 +10,7 @@ use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
@@ -99,7 +99,36 @@ pub struct MediaPeer {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-fn local_track(kind: RtpCodecKind, mime: &str, clock_rate: u32, channels: u16, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+/// The video codec a test peer publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    Vp8,
+    H264,
+}
+
+impl VideoCodec {
+    fn mime(self) -> &'static str {
+        match self {
+            Self::Vp8 => MIME_TYPE_VP8,
+            Self::H264 => MIME_TYPE_H264,
+        }
+    }
+    fn fmtp(self) -> &'static str {
+        match self {
+            Self::Vp8 => "",
+            Self::H264 => "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f",
+        }
+    }
+    /// The payload type webrtc-rs's default media engine gives this codec.
+    fn payload_type(self) -> u8 {
+        match self {
+            Self::Vp8 => 96,
+            Self::H264 => 102,
+        }
+    }
+}
+
+fn local_track(kind: RtpCodecKind, mime: &str, fmtp: &str, clock_rate: u32, channels: u16, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
     Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
         "synthetic".to_owned(),
         format!("synthetic-{kind}"),
@@ -107,7 +136,13 @@ fn local_track(kind: RtpCodecKind, mime: &str, clock_rate: u32, channels: u16, s
         kind,
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-            codec: RTCRtpCodec { mime_type: mime.to_owned(), clock_rate, channels, ..Default::default() },
+            codec: RTCRtpCodec {
+                mime_type: mime.to_owned(),
+                clock_rate,
+                channels,
+                sdp_fmtp_line: fmtp.to_owned(),
+                ..Default::default()
+            },
             ..Default::default()
         }],
     )))
@@ -140,12 +175,13 @@ async fn pump(track: Arc<TrackLocalStaticRTP>, ssrc: u32, payload_type: u8, inte
 }
 
 impl MediaPeer {
-    /// Creates the peer, adds Opus + VP8 tracks, sends the offer through `out`, and starts handling
+    /// Creates the peer, adds Opus + `video` tracks, sends the offer through `out`, and starts handling
     /// `incoming` server messages (answer, offers, candidates). Other server messages go to `others`.
     pub async fn start(
         out: mpsc::UnboundedSender<ClientMessage>,
         mut incoming: mpsc::UnboundedReceiver<ServerMessage>,
         others: mpsc::UnboundedSender<ServerMessage>,
+        video_codec: VideoCodec,
     ) -> anyhow::Result<Self> {
         let mut media_engine = MediaEngine::default();
         media_engine.register_default_codecs()?;
@@ -164,8 +200,8 @@ impl MediaPeer {
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
 
         let (audio_ssrc, video_ssrc) = (rand::random::<u32>(), rand::random::<u32>());
-        let audio = local_track(RtpCodecKind::Audio, MIME_TYPE_OPUS, 48000, 2, audio_ssrc);
-        let video = local_track(RtpCodecKind::Video, MIME_TYPE_VP8, 90000, 0, video_ssrc);
+        let audio = local_track(RtpCodecKind::Audio, MIME_TYPE_OPUS, "minptime=10;useinbandfec=1", 48000, 2, audio_ssrc);
+        let video = local_track(RtpCodecKind::Video, video_codec.mime(), video_codec.fmtp(), 90000, 0, video_ssrc);
         pc.add_track(Arc::clone(&audio) as Arc<dyn TrackLocal>).await?;
         pc.add_track(Arc::clone(&video) as Arc<dyn TrackLocal>).await?;
 
@@ -177,7 +213,7 @@ impl MediaPeer {
         let mut tasks = Vec::new();
         // Payload types from our own media engine's defaults (the offer uses them; the SFU answers in kind).
         tasks.push(tokio::spawn(pump(audio, audio_ssrc, 111, Duration::from_millis(20), 960, 80)));
-        tasks.push(tokio::spawn(pump(Arc::clone(&video), video_ssrc, 96, Duration::from_millis(33), 3000, 1000)));
+        tasks.push(tokio::spawn(pump(Arc::clone(&video), video_ssrc, video_codec.payload_type(), Duration::from_millis(33), 3000, 1000)));
 
         let kf = Arc::clone(&received);
         tasks.push(tokio::spawn(async move {
