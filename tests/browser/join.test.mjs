@@ -186,6 +186,8 @@ before(async () => {
       '--disable-component-update',
       '--disable-sync',
       '--autoplay-policy=no-user-gesture-required',
+      // The SFU may offer only loopback candidates (RTC_BIND_IPS=127.0.0.1); let Chrome pair with them directly.
+      '--allow-loopback-in-peer-connection',
     ],
   });
 });
