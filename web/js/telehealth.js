@@ -54,6 +54,7 @@ let audioMuted = true;
 let videoMuted = true;
 let session = null; // { token, url, name } of the current attendee, kept for Rejoin
 let rejoining = false;
+let baseCallNotice = ''; // shown in call when nothing else needs saying
 /** attendeeId → { root, video, nameEl, name, stream, known } */
 const tiles = new Map();
 
@@ -322,7 +323,11 @@ function startCall() {
           ensureTile(p.attendeeId, p.name);
           setTileMedia(p.attendeeId, !!p.audioMuted, !!p.videoMuted);
         }
-        notice(el.callNotice, '');
+        baseCallNotice =
+          hasTrack('audio') || hasTrack('video')
+            ? ''
+            : 'You joined without camera or microphone: you can see and hear the others, but they cannot see or hear you.';
+        notice(el.callNotice, baseCallNotice);
         showScreen('call');
         el.leaveButton.focus({ preventScroll: true });
       },
@@ -340,7 +345,7 @@ function startCall() {
         } else if (s === 'disconnected') {
           notice(el.callNotice, 'Reconnecting video…');
         } else if (s === 'connected') {
-          notice(el.callNotice, '');
+          notice(el.callNotice, baseCallNotice);
         }
       },
       ended(reason) {
