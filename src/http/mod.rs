@@ -18,7 +18,7 @@ use tower_http::trace::TraceLayer;
 pub use api::ListenerScheme;
 
 pub fn router(state: AppState) -> Router {
-    let web = ServeDir::new(&state.config.web_dir).not_found_service(get(not_found).post(not_found));
+    let web = ServeDir::new(&state.config.web_dir).fallback(get(not_found).post(not_found));
     Router::new()
         .route(
             "/api/aws-chime-video",

@@ -38,6 +38,10 @@ impl SqliteStore {
         sqlx::migrate!("migrations/sqlite").run(&pool).await.context("running SQLite migrations")?;
         Ok(Self { pool })
     }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
 }
 
 fn meeting_from_row(row: &SqliteRow) -> Result<MeetingRecord, StoreError> {
