@@ -239,11 +239,27 @@ fn read_or_create_secret_file(path: &Path, make: impl FnOnce() -> String) -> any
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        create_private_dir(dir)?;
     }
     let value = make();
     write_private(path, &value).with_context(|| format!("writing {}", path.display()))?;
     Ok((value, true))
+}
+
+/// Creates `dir` (and parents) if missing; a directory we create is owner-only (0700), because it will hold
+/// the database (attendee names), the API key and the signing secret. An existing directory is left as is.
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).with_context(|| format!("creating {}", dir.display()))
 }
 
 /// Creates a new file readable by its owner only. `create_new` refuses to follow or clobber an existing file.

@@ -20,8 +20,8 @@ impl SqliteStore {
 
     pub async fn connect_with(opts: SqliteConnectOptions) -> anyhow::Result<Self> {
         let file = opts.get_filename().to_owned();
-        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        if let Some(dir) = file.parent() {
+            crate::auth::create_private_dir(dir)?;
         }
         let opts = opts
             .create_if_missing(true)
