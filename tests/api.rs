@@ -409,29 +409,29 @@ async fn a_text_plain_body_returns_415() {
 // ---------- Chime's limits ----------
 
 #[tokio::test]
-async fn create_meeting_returns_400_for_a_one_character_external_id() {
+async fn create_meeting_returns_422_for_a_one_character_external_id() {
     let s = TestServer::start().await;
     let (status, body) = s.api(json!({"action": "create-meeting", "externalMeetingId": "a"})).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "BadRequest"));
+    assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "UnprocessableEntity"));
     assert!(body["error"]["message"].as_str().unwrap().contains("ExternalMeetingId"));
 }
 
 #[tokio::test]
-async fn create_meeting_returns_400_for_a_65_character_external_id() {
+async fn create_meeting_returns_422_for_a_65_character_external_id() {
     let s = TestServer::start().await;
     let (status, body) = s.api(json!({"action": "create-meeting", "externalMeetingId": "x".repeat(65)})).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "BadRequest"));
+    assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "UnprocessableEntity"));
     let (status, _) = s.api(json!({"action": "create-meeting", "externalMeetingId": "x".repeat(64)})).await;
     assert_eq!(status, StatusCode::OK, "64 characters is the limit, inclusive");
 }
 
 #[tokio::test]
-async fn create_attendee_returns_400_for_a_one_character_or_65_character_name() {
+async fn create_attendee_returns_422_for_a_one_character_or_65_character_name() {
     let s = TestServer::start().await;
     let id = meeting_id(&s.create_meeting().await);
     for name in ["A".to_owned(), "x".repeat(65), "tab\tname".to_owned()] {
         let (status, body) = s.create_attendee(&id, &name).await;
-        assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "BadRequest"), "{name:?}");
+        assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "UnprocessableEntity"), "{name:?}");
         assert!(body["error"]["message"].as_str().unwrap().contains("attendeeName"));
     }
     let (status, _) = s.create_attendee(&id, "Al").await;

@@ -7,6 +7,10 @@
 //!   page a plain same-origin JSON POST. An invite only works for its own meeting (403 otherwise) and for no
 //!   other action (401: an invite is not a key).
 //!
+//! Status split: a body that is not JSON, has the wrong shape or types, or a `meetingId` that is not a GUID is
+//! 400 BadRequest; a well-formed value that breaks one of Chime's limits (ExternalMeetingId / attendeeName
+//! outside 2–64 printable characters, the 251st attendee) is 422 UnprocessableEntity.
+//!
 //! The body is parsed before authentication (the invite lives in it), so malformed JSON gets a 400 even
 //! without credentials; nothing about stored data is revealed before the caller is authenticated.
 
@@ -62,7 +66,7 @@ impl AppointmentRef {
             AppointmentRef::Text(s) => s,
         };
         if s.is_empty() || s.chars().count() > 64 || s.chars().any(char::is_control) {
-            return Err(ApiError::bad_request("appointmentId must be 1–64 printable characters"));
+            return Err(ApiError::unprocessable("appointmentId must be 1–64 printable characters"));
         }
         Ok(s)
     }
@@ -84,7 +88,7 @@ pub async fn handle(
             let external_meeting_id = external_meeting_id
                 .map(|s| ExternalMeetingId::parse(&s))
                 .transpose()
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                .map_err(|e| ApiError::unprocessable(e.to_string()))?;
             let appointment_id = appointment_id.map(AppointmentRef::into_text).transpose()?;
             let meeting =
                 state.meetings.create_meeting(CreateMeeting { external_meeting_id, appointment_id }, &origin).await?;
@@ -98,7 +102,7 @@ pub async fn handle(
             let meeting_id = parse_meeting_id(&meeting_id)?;
             let caller = key_or_invite(&state, &headers, invite.as_deref(), meeting_id)?;
             refuse_while_draining(&state)?;
-            let name = ExternalUserId::parse(&attendee_name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let name = ExternalUserId::parse(&attendee_name).map_err(|e| ApiError::unprocessable(e.to_string()))?;
             let attendee = state.meetings.create_attendee(meeting_id, name).await?;
             audit(&state, AuditAction::AttendeeCreated, meeting_id, Some(attendee.attendee_id), &caller).await?;
             tracing::info!(%meeting_id, attendee_id = %attendee.attendee_id, "attendee created");

@@ -24,8 +24,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// Not a Chime code: the body is not `application/json`.
     UnsupportedMediaType,
-    /// Well-formed but cannot be followed, e.g. a meeting that already has 250 attendees (Chime's
-    /// LimitExceeded). Malformed or out-of-range input is `BadRequest`, as in Chime.
+    /// Well-formed but unacceptable: a value outside Chime's limits (names and ExternalMeetingId of 2–64
+    /// printable characters, 250 attendees per meeting). A body of the wrong shape is `BadRequest`.
     UnprocessableEntity,
     Throttling,
     ServiceFailure,
@@ -86,6 +86,9 @@ impl ApiError {
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Forbidden, message)
+    }
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::UnprocessableEntity, message)
     }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)
