@@ -1,1 +1,46 @@
-//! (skeleton)
+//! The command line: a thin shell that parses flags, reads `Config`, and runs a subcommand from the library.
+
+use crate::config::Config;
+use crate::server::Server;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "telehealth-gateway", version, about = "Self-hosted WebRTC gateway for telehealth video visits")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (the default when no subcommand is given). Configuration comes from the environment
+    /// and `.env`; see README.md.
+    Serve,
+    /// Create or upgrade the database schema named by DATABASE_URL, then exit.
+    Migrate,
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`). Only ids are ever logged, never patient data.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let server = Server::build(config).await?;
+            // The banner is for the operator's terminal (stdout), not the log: it may hold a new API key.
+            println!("{}", server.banner());
+            tracing::info!(http = %server.http_addr(), https = ?server.https_addr(), "listening");
+            server.run().await
+        }
+        Command::Migrate => {
+            crate::store::connect(&config.database_url).await?;
+            println!("database schema is up to date");
+            Ok(())
+        }
+    }
+}

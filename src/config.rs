@@ -34,6 +34,9 @@ pub struct Config {
     pub provider: ProviderChoice,
     /// `TELEHEALTH_API_KEYS`, comma-separated. Empty: a key is generated under `data/` on first start.
     pub api_keys: Vec<String>,
+    /// `TELEHEALTH_SIGNING_SECRET`: HMAC key for invite and join tokens (at least 32 characters). Unset: a
+    /// random secret is generated under `data_dir` on first start and reused, so tokens survive restarts.
+    pub signing_secret: Option<String>,
     /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` both present.
     pub aws_credentials_present: bool,
     /// `AWS_CHIME_REGION`, default us-east-1 (also the `MediaRegion` local meetings report).
@@ -82,6 +85,30 @@ fn parse_port_range(name: &str) -> anyhow::Result<Option<(u16, u16)>> {
 }
 
 impl Config {
+    /// The defaults with every generated file under `data_dir`, ignoring the environment. For tests and
+    /// embedding: callers then override fields (e.g. bind port 0).
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            https_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8443))),
+            database_url: format!("sqlite://{}/telehealth.db", data_dir.display()),
+            certs_dir: data_dir.join("certs"),
+            data_dir,
+            web_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/web").into(),
+            app_url: None,
+            provider: ProviderChoice::Auto,
+            api_keys: Vec::new(),
+            signing_secret: None,
+            aws_credentials_present: false,
+            media_region: "us-east-1".into(),
+            join_token_ttl: Duration::from_secs(24 * 3600),
+            shutdown_grace: Duration::from_secs(5),
+            max_body_bytes: 64 * 1024,
+            sfu: SfuConfig::default(),
+        }
+    }
+
     /// Reads the process environment (after loading `.env` if present).
     pub fn from_env() -> anyhow::Result<Self> {
         let _ = dotenvy::dotenv();
@@ -107,6 +134,10 @@ impl Config {
         if let Some(short) = api_keys.iter().find(|k| k.len() < 16) {
             bail!("TELEHEALTH_API_KEYS: every key must be at least 16 characters (one has {})", short.len());
         }
+        let signing_secret = var("TELEHEALTH_SIGNING_SECRET");
+        if signing_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            bail!("TELEHEALTH_SIGNING_SECRET must be at least 32 characters");
+        }
         let sfu = SfuConfig {
             bind_ips: parse_ip_list("RTC_BIND_IPS")?,
             public_ip: match var("RTC_PUBLIC_IP") {
@@ -128,6 +159,7 @@ impl Config {
             app_url: var("APP_URL").map(|u| u.trim_end_matches('/').to_owned()),
             provider,
             api_keys,
+            signing_secret,
             aws_credentials_present: var("AWS_ACCESS_KEY_ID").is_some() && var("AWS_SECRET_ACCESS_KEY").is_some(),
             media_region: var("AWS_CHIME_REGION").unwrap_or_else(|| "us-east-1".into()),
             join_token_ttl: Duration::from_secs(parse_var("JOIN_TOKEN_TTL_SECS", 24 * 3600u64)?),

@@ -15,3 +15,4 @@ pub mod room;
 pub mod server;
 pub mod sfu;
 pub mod store;
+pub mod tls;

@@ -1,1 +1,211 @@
-//! (skeleton)
+//! Building and running the server. The caller owns the stop signal (mini-redis' `run(listener, shutdown)`,
+//! zero2prod's `Application::build`): `build` opens the store, loads keys, binds both listeners (port 0 works,
+//! and `http_addr()` / `https_addr()` tell the real ports), and `run_until(signal)` serves until the signal.
+//!
+//! Stopping drains rather than drops: flip `state.shutdown` (new joins and meetings are refused), let
+//! `rooms.drain` tell participants and wait a bounded time, then stop accepting and finish open requests.
+
+use crate::app::{AppState, Shutdown};
+use crate::auth::{Auth, KeySource};
+use crate::config::Config;
+use crate::http::{self, ListenerScheme};
+use crate::meetings::{LocalProvider, MeetingProvider};
+use crate::room::Rooms;
+use crate::store;
+use crate::tls;
+use anyhow::Context;
+use axum::Extension;
+use axum_server::tls_rustls::RustlsConfig;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+pub struct Server {
+    state: AppState,
+    http: tokio::net::TcpListener,
+    https: Option<HttpsListener>,
+}
+
+struct HttpsListener {
+    listener: std::net::TcpListener,
+    tls: RustlsConfig,
+    cert: PathBuf,
+    generated: bool,
+}
+
+impl Server {
+    /// Opens the store (running migrations), loads or creates the API key and signing secret, and binds.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let config = Arc::new(config);
+        let store = store::connect(&config.database_url).await?;
+        let auth = Arc::new(Auth::load(&config)?);
+        let meetings: Arc<dyn MeetingProvider> =
+            Arc::new(LocalProvider::new(store.clone(), auth.clone(), config.media_region.clone()));
+        // The SFU engineer replaces this line with `Rooms::new(sfu)` at merge.
+        let rooms = Arc::new(Rooms::default());
+        let state = AppState { config, store, auth, meetings, rooms, shutdown: Shutdown::default() };
+        Self::with_state(state).await
+    }
+
+    /// Binds the listeners for an already assembled state (a test may swap the store or provider).
+    pub async fn with_state(state: AppState) -> anyhow::Result<Self> {
+        // Both ring and aws-lc-rs are compiled in (webrtc pulls the latter), so rustls cannot pick one itself.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = &state.config;
+        let http = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("binding HTTP_ADDR={}", config.http_addr))?;
+        let https = match config.https_addr {
+            None => None,
+            Some(addr) => {
+                let files = tls::ensure_cert(&config.certs_dir)?;
+                let tls = RustlsConfig::from_pem_file(&files.cert, &files.key)
+                    .await
+                    .with_context(|| format!("loading TLS certificate from {}", config.certs_dir.display()))?;
+                let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding HTTPS_ADDR={addr}"))?;
+                listener.set_nonblocking(true)?;
+                Some(HttpsListener { listener, tls, cert: files.cert, generated: files.generated })
+            }
+        };
+        Ok(Self { state, http, https })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https.as_ref().map(|h| h.listener.local_addr().expect("a bound listener has an address"))
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The startup banner for stdout: mode, URLs, and how to authenticate. A generated API key appears here,
+    /// once, when it is created; it is never logged.
+    pub fn banner(&self) -> String {
+        let mut b = String::new();
+        let _ = writeln!(b, "telehealth-gateway {}", env!("CARGO_PKG_VERSION"));
+        if self.state.meetings.demo_mode() {
+            let _ = writeln!(b, "DEMO MODE: local SFU (no AWS credentials)");
+        }
+        let http = self.http_addr();
+        let http_url = format!("http://{}", display_host(http));
+        let _ = writeln!(b, "  http:  {http_url}/");
+        if let (Some(addr), Some(h)) = (self.https_addr(), &self.https) {
+            let port = addr.port();
+            let hosts: Vec<String> = if addr.ip().is_unspecified() {
+                std::iter::once("localhost".to_owned()).chain(tls::lan_addresses().into_iter().map(url_host)).collect()
+            } else {
+                vec![url_host(addr.ip())]
+            };
+            for host in hosts {
+                let _ = writeln!(b, "  https: https://{host}:{port}/");
+            }
+            let note = if h.generated { "self-signed, generated now" } else { "from" };
+            let _ = writeln!(b, "  TLS certificate ({note}): {}", h.cert.display());
+        }
+        let _ = writeln!(b, "API authentication: Authorization: Bearer <API key>");
+        let key_expr = match self.state.auth.key_source() {
+            KeySource::Env { count } => {
+                let _ = writeln!(b, "  {count} key(s) from TELEHEALTH_API_KEYS");
+                "$TELEHEALTH_API_KEY".to_owned()
+            }
+            KeySource::File { path, key, generated_now: true } => {
+                let _ = writeln!(b, "  generated a key and saved it to {} (mode 0600); it is shown only now:", path.display());
+                let _ = writeln!(b, "    {key}");
+                key.clone()
+            }
+            KeySource::File { path, generated_now: false, .. } => {
+                let _ = writeln!(b, "  key stored in {} (read it with: cat {})", path.display(), path.display());
+                format!("$(cat {})", path.display())
+            }
+        };
+        let _ = writeln!(b, "  try: curl -s {http_url}/api/aws-chime-video -H \"Authorization: Bearer {key_expr}\" \\");
+        let _ = writeln!(b, "         -H 'Content-Type: application/json' -d '{{\"action\":\"create-meeting\"}}'");
+        b
+    }
+
+    /// Serves until SIGINT or SIGTERM.
+    pub async fn run(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `signal` resolves, then drains rooms and stops both listeners gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Server { state, http, https } = self;
+        let app = http::router(state.clone());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let grace = state.config.shutdown_grace;
+
+        let draining = state.clone();
+        tokio::spawn(async move {
+            signal.await;
+            tracing::info!("shutting down: refusing new joins and draining rooms");
+            draining.shutdown.trigger();
+            draining.rooms.drain(grace).await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = move |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+
+        let http_app = app.clone().layer(Extension(ListenerScheme::Http));
+        let http_task = axum::serve(http, http_app.into_make_service()).with_graceful_shutdown(stopped(stop_rx.clone()));
+        let https_task = async {
+            let Some(h) = https else { return Ok(()) };
+            let handle = axum_server::Handle::new();
+            let on_stop = handle.clone();
+            let rx = stop_rx.clone();
+            tokio::spawn(async move {
+                stopped(rx).await;
+                on_stop.graceful_shutdown(Some(grace));
+            });
+            axum_server::from_tcp_rustls(h.listener, h.tls)
+                .handle(handle)
+                .serve(app.layer(Extension(ListenerScheme::Https)).into_make_service())
+                .await
+        };
+        let (a, b) = tokio::join!(async { http_task.await }, https_task);
+        a.context("HTTP listener failed")?;
+        b.context("HTTPS listener failed")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// An IP as it appears in a URL (`[::1]` for IPv6).
+fn url_host(ip: std::net::IpAddr) -> String {
+    if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() }
+}
+
+/// `127.0.0.1:8080` / `[::1]:8080`; an unspecified bind address is shown as `localhost`.
+fn display_host(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() { format!("localhost:{}", addr.port()) } else { addr.to_string() }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what `docker stop` and systemd send).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,2 +1,62 @@
-//! HTTP surface.
+//! HTTP surface: the JSON API, the signaling socket, health, and the browser assets from `web/`.
+//! Every asset is served by the gateway itself (no CDN), so an offline clinic works.
+
+pub mod api;
+pub mod error;
 pub mod ws;
+
+use crate::app::AppState;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Request, StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tower_http::services::ServeDir;
+use tower_http::trace::TraceLayer;
+
+pub use api::ListenerScheme;
+
+pub fn router(state: AppState) -> Router {
+    let web = ServeDir::new(&state.config.web_dir).fallback(get(not_found).post(not_found));
+    Router::new()
+        .route(
+            "/api/aws-chime-video",
+            post(api::handle).fallback(api::method_not_allowed).layer(DefaultBodyLimit::max(state.config.max_body_bytes)),
+        )
+        .route("/ws", get(ws::upgrade))
+        .route("/healthz", get(healthz))
+        .fallback_service(web)
+        // Spans carry the method and the path only: query strings hold invites (`?invite=…`), so the URI as a
+        // whole must never be recorded.
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
+        }))
+        .with_state(state)
+}
+
+async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    if state.shutdown.is_triggered() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"}))).into_response();
+    }
+    Json(json!({"status": "ok"})).into_response()
+}
+
+/// `/` when `web/index.html` does not exist gets a small built-in page; anything else missing is a 404.
+async fn not_found(uri: Uri) -> Response {
+    if uri.path() == "/" {
+        return Html(INDEX).into_response();
+    }
+    (StatusCode::NOT_FOUND, "not found").into_response()
+}
+
+const INDEX: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>telehealth-gateway</title></head>
+<body>
+<h1>telehealth-gateway</h1>
+<p>The gateway is running. Create a meeting with <code>POST /api/aws-chime-video</code>
+(<code>{"action":"create-meeting"}</code>, <code>Authorization: Bearer &lt;API key&gt;</code>),
+then open the <code>link</code> it returns: <code>/telehealth-aws.html?meeting=…</code>.</p>
+<p><a href="/healthz">/healthz</a></p>
+</body></html>
+"#;

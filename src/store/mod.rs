@@ -1,34 +1,172 @@
-//! Persistence. (Skeleton: the signatures below are what `http::ws` relies on.)
+//! Persistence: meetings, attendees and the append-only audit log, behind one `Store` trait with an SQLite
+//! (default, zero-setup) and a PostgreSQL implementation. Migrations run at connect time, so a fresh file or
+//! database is usable immediately and a restart loses nothing already stored.
+//!
+//! The store speaks in typed ids and records; it knows nothing of HTTP, tokens or Chime's JSON.
 
-use crate::ids::{AttendeeId, ExternalUserId, MeetingId};
+mod postgres;
+mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+use crate::ids::{AttendeeId, ExternalMeetingId, ExternalUserId, MeetingId};
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 #[error("store: {0}")]
 pub struct StoreError(#[from] pub anyhow::Error);
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self(e.into())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MeetingRecord {
+    pub id: MeetingId,
+    pub external_meeting_id: ExternalMeetingId,
+    /// The EHR's appointment reference, as given (numbers are stored as their decimal text).
+    pub appointment_id: Option<String>,
+    /// Which provider serves the meeting (`local`, later `chime`); every later call goes to that one.
+    pub provider: String,
+    pub media_region: String,
+    pub created_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
 
 #[derive(Debug, Clone)]
 pub struct AttendeeRecord {
     pub meeting_id: MeetingId,
     pub attendee_id: AttendeeId,
     pub external_user_id: ExternalUserId,
+    pub created_at: DateTime<Utc>,
 }
 
+/// Why `insert_attendee` did not insert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertAttendee {
+    Inserted,
+    /// No such meeting, or it was deleted.
+    MeetingNotFound,
+    /// The meeting already has `max_per_meeting` attendees.
+    LimitReached,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AuditAction {
+    MeetingCreated,
+    MeetingDeleted,
+    AttendeeCreated,
+    /// Default only so the WebSocket handler can write `AuditEntry { action, meeting_id, attendee_id,
+    /// ..Default::default() }`; every caller names its action.
+    #[default]
     AttendeeJoined,
     AttendeeLeft,
 }
 
-#[derive(Debug, Clone)]
+impl AuditAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::MeetingCreated => "meeting.created",
+            AuditAction::MeetingDeleted => "meeting.deleted",
+            AuditAction::AttendeeCreated => "attendee.created",
+            AuditAction::AttendeeJoined => "attendee.joined",
+            AuditAction::AttendeeLeft => "attendee.left",
+        }
+    }
+}
+
+/// Who did it. Deliberately has no room for a name, an IP or a token.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AuditActor {
+    /// An attendee on its own socket (join, leave).
+    #[default]
+    Attendee,
+    /// A bearer API key, by fingerprint (never the key).
+    ApiKey { fingerprint: String },
+    /// The holder of a meeting's invite link.
+    Invite,
+    /// The gateway itself (e.g. shutdown).
+    System,
+}
+
+impl AuditActor {
+    pub fn to_column(&self) -> String {
+        match self {
+            AuditActor::Attendee => "attendee".into(),
+            AuditActor::ApiKey { fingerprint } => format!("api-key:{fingerprint}"),
+            AuditActor::Invite => "invite".into(),
+            AuditActor::System => "system".into(),
+        }
+    }
+}
+
+/// One audit line to append. The store stamps the time.
+#[derive(Debug, Clone, Default)]
 pub struct AuditEntry {
     pub action: AuditAction,
     pub meeting_id: Option<MeetingId>,
     pub attendee_id: Option<AttendeeId>,
+    pub actor: AuditActor,
+    /// Free text for context such as `provider=local`. Must never carry patient data.
+    pub detail: Option<String>,
+}
+
+/// One audit line as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub action: String,
+    pub meeting_id: Option<MeetingId>,
+    pub attendee_id: Option<AttendeeId>,
+    pub actor: String,
+    pub detail: Option<String>,
 }
 
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
+    async fn insert_meeting(&self, meeting: &MeetingRecord) -> Result<(), StoreError>;
+    /// The meeting, unless it does not exist or was deleted.
+    async fn find_live_meeting(&self, id: MeetingId) -> Result<Option<MeetingRecord>, StoreError>;
+    /// Marks the meeting deleted (rows are kept for the audit trail). False if it was not live.
+    async fn mark_meeting_deleted(&self, id: MeetingId) -> Result<bool, StoreError>;
+    /// Inserts the attendee if its meeting is live and has fewer than `max_per_meeting` attendees, atomically
+    /// (two concurrent calls cannot both take the last seat).
+    async fn insert_attendee(&self, attendee: &AttendeeRecord, max_per_meeting: u32) -> Result<InsertAttendee, StoreError>;
+    /// Attendees of a live meeting, oldest first (empty if the meeting is gone).
+    async fn list_attendees(&self, meeting: MeetingId) -> Result<Vec<AttendeeRecord>, StoreError>;
     /// The attendee, if it exists and its meeting has not been deleted.
     async fn find_live_attendee(&self, meeting: MeetingId, attendee: AttendeeId) -> Result<Option<AttendeeRecord>, StoreError>;
     async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError>;
+    /// The audit trail of one meeting, oldest first.
+    async fn audit_for_meeting(&self, meeting: MeetingId) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// Opens the database named by `url` (`sqlite://…` or `postgres://…`) and runs its migrations.
+pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url).await?))
+    } else {
+        anyhow::bail!("DATABASE_URL must start with sqlite:// or postgres://")
+    }
+}
+
+/// Parses stored columns back into typed values; a bad row is a store error, not a panic.
+fn parse_meeting_id(s: &str) -> Result<MeetingId, StoreError> {
+    MeetingId::parse(s).ok_or_else(|| StoreError(anyhow::anyhow!("stored meeting id is not a GUID")))
+}
+fn parse_attendee_id(s: &str) -> Result<AttendeeId, StoreError> {
+    AttendeeId::parse(s).ok_or_else(|| StoreError(anyhow::anyhow!("stored attendee id is not a GUID")))
+}
+fn parse_external_meeting_id(s: &str) -> Result<ExternalMeetingId, StoreError> {
+    ExternalMeetingId::parse(s).map_err(|e| StoreError(anyhow::anyhow!("stored row: {e}")))
+}
+fn parse_external_user_id(s: &str) -> Result<ExternalUserId, StoreError> {
+    ExternalUserId::parse(s).map_err(|e| StoreError(anyhow::anyhow!("stored row: {e}")))
 }

@@ -1,0 +1,230 @@
+//! `POST /api/aws-chime-video`: the Chime-compatible JSON contract (see DESIGN.md).
+//!
+//! Authentication:
+//! - every action accepts `Authorization: Bearer <API key>`;
+//! - `create-attendee` alternatively accepts the meeting's invite token in the body field `invite` (the join
+//!   page copies it from its `?invite=` query parameter). A body field rather than a header keeps the patient's
+//!   page a plain same-origin JSON POST. An invite only works for its own meeting (403 otherwise) and for no
+//!   other action (401: an invite is not a key).
+//!
+//! Status split: a body that is not JSON, has the wrong shape or types, or a `meetingId` that is not a GUID is
+//! 400 BadRequest; a well-formed value that breaks one of Chime's limits (ExternalMeetingId / attendeeName
+//! outside 2–64 printable characters, the 251st attendee) is 422 UnprocessableEntity.
+//!
+//! The body is parsed before authentication (the invite lives in it), so malformed JSON gets a 400 even
+//! without credentials; nothing about stored data is revealed before the caller is authenticated.
+
+use super::error::{ApiError, ErrorCode};
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::ids::{ExternalMeetingId, ExternalUserId, MeetingId};
+use crate::meetings::{CreateMeeting, Origin};
+use crate::store::{AuditAction, AuditActor, AuditEntry};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Which listener a request arrived on; set as an extension by the server so URLs we hand out
+/// (`SignalingUrl`) use the same scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerScheme {
+    Http,
+    Https,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum ApiRequest {
+    #[serde(rename_all = "camelCase")]
+    CreateMeeting { appointment_id: Option<AppointmentRef>, external_meeting_id: Option<String> },
+    #[serde(rename_all = "camelCase")]
+    CreateAttendee { meeting_id: String, attendee_name: String, invite: Option<String> },
+    #[serde(rename_all = "camelCase")]
+    DeleteMeeting { meeting_id: String },
+    #[serde(rename_all = "camelCase")]
+    GetMeeting { meeting_id: String },
+    #[serde(rename_all = "camelCase")]
+    ListAttendees { meeting_id: String },
+}
+
+/// EHRs send appointment ids as numbers (the seed does) or strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum AppointmentRef {
+    Number(i64),
+    Text(String),
+}
+
+impl AppointmentRef {
+    fn into_text(self) -> Result<String, ApiError> {
+        let s = match self {
+            AppointmentRef::Number(n) => n.to_string(),
+            AppointmentRef::Text(s) => s,
+        };
+        if s.is_empty() || s.chars().count() > 64 || s.chars().any(char::is_control) {
+            return Err(ApiError::unprocessable("appointmentId must be 1–64 printable characters"));
+        }
+        Ok(s)
+    }
+}
+
+pub async fn handle(
+    State(state): State<AppState>,
+    scheme: Option<Extension<ListenerScheme>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Result<Json<ApiRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body?;
+    let origin = origin(&state, scheme.map(|e| e.0).unwrap_or(ListenerScheme::Http), &headers, &uri);
+    match req {
+        ApiRequest::CreateMeeting { appointment_id, external_meeting_id } => {
+            let caller = require_key(&state, &headers)?;
+            refuse_while_draining(&state)?;
+            let external_meeting_id = external_meeting_id
+                .map(|s| ExternalMeetingId::parse(&s))
+                .transpose()
+                .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+            let appointment_id = appointment_id.map(AppointmentRef::into_text).transpose()?;
+            let meeting =
+                state.meetings.create_meeting(CreateMeeting { external_meeting_id, appointment_id }, &origin).await?;
+            audit(&state, AuditAction::MeetingCreated, meeting.meeting_id, None, &caller).await?;
+            tracing::info!(meeting_id = %meeting.meeting_id, provider = state.meetings.name(), "meeting created");
+            let invite = state.auth.issue_invite(meeting.meeting_id);
+            let link = format!("/telehealth-aws.html?meeting={}&invite={invite}", meeting.meeting_id);
+            Ok(success(&state, json!({"meeting": meeting, "link": link})))
+        }
+        ApiRequest::CreateAttendee { meeting_id, attendee_name, invite } => {
+            let meeting_id = parse_meeting_id(&meeting_id)?;
+            let caller = key_or_invite(&state, &headers, invite.as_deref(), meeting_id)?;
+            refuse_while_draining(&state)?;
+            let name = ExternalUserId::parse(&attendee_name).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+            let attendee = state.meetings.create_attendee(meeting_id, name).await?;
+            audit(&state, AuditAction::AttendeeCreated, meeting_id, Some(attendee.attendee_id), &caller).await?;
+            tracing::info!(%meeting_id, attendee_id = %attendee.attendee_id, "attendee created");
+            // `meeting` is our addition: the patient's page learns its SignalingUrl without an API key.
+            let meeting = state.meetings.get_meeting(meeting_id, &origin).await?;
+            Ok(success(&state, json!({"attendee": attendee, "meeting": meeting})))
+        }
+        ApiRequest::DeleteMeeting { meeting_id } => {
+            let caller = require_key(&state, &headers)?;
+            let meeting_id = parse_meeting_id(&meeting_id)?;
+            state.meetings.delete_meeting(meeting_id).await?;
+            audit(&state, AuditAction::MeetingDeleted, meeting_id, None, &caller).await?;
+            // Marked deleted first, so nobody can rejoin while the room is being emptied.
+            state.rooms.end_meeting(meeting_id, signaling::EndReason::Deleted).await;
+            tracing::info!(%meeting_id, "meeting deleted");
+            Ok(success(&state, json!({})))
+        }
+        ApiRequest::GetMeeting { meeting_id } => {
+            require_key(&state, &headers)?;
+            let meeting = state.meetings.get_meeting(parse_meeting_id(&meeting_id)?, &origin).await?;
+            Ok(success(&state, json!({"meeting": meeting})))
+        }
+        ApiRequest::ListAttendees { meeting_id } => {
+            require_key(&state, &headers)?;
+            let attendees = state.meetings.list_attendees(parse_meeting_id(&meeting_id)?).await?;
+            Ok(success(&state, json!({"attendees": attendees})))
+        }
+    }
+}
+
+/// Any method but POST on the API route.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, "use POST with a JSON body")
+}
+
+/// Every success carries `success`, `demoMode` and `provider` next to Chime's own fields.
+fn success(state: &AppState, mut body: Value) -> Response {
+    body["success"] = json!(true);
+    body["demoMode"] = json!(state.meetings.demo_mode());
+    body["provider"] = json!(state.meetings.name());
+    Json(body).into_response()
+}
+
+fn parse_meeting_id(s: &str) -> Result<MeetingId, ApiError> {
+    MeetingId::parse(s).ok_or_else(|| ApiError::bad_request("meetingId must be a GUID"))
+}
+
+fn refuse_while_draining(state: &AppState) -> Result<(), ApiError> {
+    if state.shutdown.is_triggered() {
+        return Err(ApiError::new(ErrorCode::ServiceUnavailable, "the gateway is shutting down"));
+    }
+    Ok(())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<Result<&str, ApiError>> {
+    let value = headers.get(header::AUTHORIZATION)?;
+    let parsed = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <API key>`"));
+    Some(parsed)
+}
+
+fn require_key(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let key = bearer(headers).ok_or_else(|| ApiError::unauthorized("an API key is required (Authorization: Bearer <key>)"))??;
+    state.auth.check_api_key(key).ok_or_else(|| ApiError::unauthorized("the API key is not valid"))
+}
+
+fn key_or_invite(state: &AppState, headers: &HeaderMap, invite: Option<&str>, meeting: MeetingId) -> Result<Caller, ApiError> {
+    if headers.contains_key(header::AUTHORIZATION) {
+        return require_key(state, headers);
+    }
+    let Some(invite) = invite else {
+        return Err(ApiError::unauthorized("an API key or the meeting's invite is required"));
+    };
+    let invited_to = state.auth.verify_invite(invite).map_err(|_| ApiError::unauthorized("the invite is not valid"))?;
+    if invited_to != meeting {
+        return Err(ApiError::forbidden("the invite is for another meeting"));
+    }
+    Ok(Caller::Invite { meeting_id: meeting })
+}
+
+async fn audit(
+    state: &AppState,
+    action: AuditAction,
+    meeting: MeetingId,
+    attendee: Option<crate::ids::AttendeeId>,
+    caller: &Caller,
+) -> Result<(), ApiError> {
+    let actor = match caller {
+        Caller::ApiKey { fingerprint } => AuditActor::ApiKey { fingerprint: fingerprint.clone() },
+        Caller::Invite { .. } => AuditActor::Invite,
+    };
+    let entry = AuditEntry {
+        action,
+        meeting_id: Some(meeting),
+        attendee_id: attendee,
+        actor,
+        detail: Some(format!("provider={}", state.meetings.name())),
+    };
+    // Fail closed: an action we could not audit is reported as failed.
+    state.store.append_audit(entry).await.map_err(|e| ApiError::internal(&e))
+}
+
+/// The base URL a local meeting's URLs point at: `APP_URL` if set, else the request's own Host and the
+/// listener's scheme.
+fn origin(state: &AppState, scheme: ListenerScheme, headers: &HeaderMap, uri: &Uri) -> Origin {
+    if let Some(o) = state.config.app_url.as_deref().and_then(Origin::from_app_url) {
+        return o;
+    }
+    let scheme = match scheme {
+        ListenerScheme::Http => "http",
+        ListenerScheme::Https => "https",
+    };
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
+        // Only host[:port] characters: the value is echoed into URLs we hand out.
+        .filter(|a| !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c)))
+        .unwrap_or_else(|| state.config.http_addr.to_string());
+    Origin { scheme, authority }
+}

@@ -1,0 +1,139 @@
+//! The one error type of the HTTP surface. Each variant fixes its status; the body is always
+//! `{"success":false,"error":{"code":"…","message":"…"}}` with Chime's error codes.
+//!
+//! A 5xx says only that something went wrong; its cause goes to the trace at error level (ids only, never
+//! patient data: store errors carry no bound values because statement logging is off and messages are ours).
+
+use crate::meetings::MeetingError;
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    /// Not a Chime code: wrong HTTP method on the API route (sent with an `Allow` header).
+    MethodNotAllowed,
+    Conflict,
+    /// Not a Chime code: the body is over `MAX_BODY_BYTES`.
+    PayloadTooLarge,
+    /// Not a Chime code: the body is not `application/json`.
+    UnsupportedMediaType,
+    /// Well-formed but unacceptable: a value outside Chime's limits (names and ExternalMeetingId of 2–64
+    /// printable characters, 250 attendees per meeting). A body of the wrong shape is `BadRequest`.
+    UnprocessableEntity,
+    Throttling,
+    ServiceFailure,
+    ServiceUnavailable,
+}
+
+impl ErrorCode {
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnprocessableEntity => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::Throttling => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::ServiceFailure => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "BadRequest",
+            ErrorCode::Unauthorized => "Unauthorized",
+            ErrorCode::Forbidden => "Forbidden",
+            ErrorCode::NotFound => "NotFound",
+            ErrorCode::MethodNotAllowed => "MethodNotAllowed",
+            ErrorCode::Conflict => "Conflict",
+            ErrorCode::PayloadTooLarge => "PayloadTooLarge",
+            ErrorCode::UnsupportedMediaType => "UnsupportedMediaType",
+            ErrorCode::UnprocessableEntity => "UnprocessableEntity",
+            ErrorCode::Throttling => "Throttling",
+            ErrorCode::ServiceFailure => "ServiceFailure",
+            ErrorCode::ServiceUnavailable => "ServiceUnavailable",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::UnprocessableEntity, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+    /// A failure of ours. `cause` is traced, the caller gets a fixed message.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "request failed");
+        Self::new(ErrorCode::ServiceFailure, "the service failed to process the request")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"success": false, "error": {"code": self.code.as_str(), "message": self.message}});
+        let mut res = (self.code.status(), Json(body)).into_response();
+        if self.code == ErrorCode::MethodNotAllowed {
+            res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        res
+    }
+}
+
+/// axum's JSON extractor failures, mapped onto our codes. Shape errors (wrong types, missing fields,
+/// unknown action) are 400 like any other bad input, not axum's 422.
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => Self::new(ErrorCode::PayloadTooLarge, "the request body is too large"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                Self::new(ErrorCode::UnsupportedMediaType, "the request body must be JSON (Content-Type: application/json)")
+            }
+            StatusCode::INTERNAL_SERVER_ERROR => Self::internal(&r),
+            // serde's message names the field and what was expected; it goes to the caller only, never to a log.
+            _ => Self::bad_request(r.body_text()),
+        }
+    }
+}
+
+impl From<MeetingError> for ApiError {
+    fn from(e: MeetingError) -> Self {
+        match e {
+            MeetingError::NotFound => Self::not_found("the meeting does not exist or was deleted"),
+            MeetingError::AttendeeLimit => Self::new(ErrorCode::UnprocessableEntity, e.to_string()),
+            MeetingError::Unavailable => Self::new(ErrorCode::ServiceUnavailable, e.to_string()),
+            MeetingError::Store(cause) => Self::internal(&cause),
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! The server end to end on PostgreSQL (`DATABASE_URL=postgres://…`), in a fresh schema: the same contract,
+//! and a restart that keeps the meeting. Skipped locally when PostgreSQL is unreachable; a failure when `CI=true`.
+
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::postgres::PgPool;
+
+fn pg_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+#[tokio::test]
+async fn the_api_works_on_postgresql_and_a_restart_keeps_the_meeting() {
+    let admin = match PgPool::connect(&pg_url()).await {
+        Ok(pool) => pool,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("PostgreSQL is unreachable in CI: {e}"),
+        Err(e) => return eprintln!("skipping: PostgreSQL is unreachable: {e}"),
+    };
+    let schema = format!("api_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
+    let sep = if pg_url().contains('?') { '&' } else { '?' };
+    let url = format!("{}{sep}options=-c%20search_path%3D{schema}", pg_url());
+
+    let s = TestServer::start_with(|c| c.database_url = url.clone()).await;
+    let created = s.create_meeting().await;
+    let id = meeting_id(&created);
+    let (status, att) = s.create_attendee(&id, "Dr. Smith").await;
+    assert_eq!(status, StatusCode::OK, "{att}");
+    let dir = s.stop().await;
+
+    let s = TestServer::start_in(dir, |c| c.database_url = url.clone()).await;
+    let (status, body) = s.api(json!({"action": "get-meeting", "meetingId": id})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for field in ["MeetingId", "ExternalMeetingId", "MediaRegion", "MeetingArn", "MeetingFeatures"] {
+        assert_eq!(body["meeting"][field], created["meeting"][field], "{field}");
+    }
+    let (_, list) = s.api(json!({"action": "list-attendees", "meetingId": id})).await;
+    assert_eq!(list["attendees"][0]["AttendeeId"], att["attendee"]["AttendeeId"]);
+    let (status, _) = s.api(json!({"action": "delete-meeting", "meetingId": id})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = s.api(json!({"action": "get-meeting", "meetingId": id})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {schema}.audit_log")).fetch_one(&admin).await.unwrap();
+    assert_eq!(n, 3, "meeting.created, attendee.created, meeting.deleted");
+    s.stop().await;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
+}

@@ -1,0 +1,59 @@
+//! Patient data never reaches a log line: run a whole visit's worth of API calls (including refused ones that
+//! carry a name) against the real server with the default `info` filter, capture everything tracing writes,
+//! and look for the name, the tokens and the key.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_log_at_the_default_level_contains_no_names_tokens_or_keys() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
+
+    let name = "Zebulon Quixote-Patient";
+    let s = TestServer::start().await;
+    let created = s.create_meeting().await;
+    let id = meeting_id(&created);
+    let invite = invite_of(&created);
+    let (_, att) = s
+        .api_with(None, json!({"action": "create-attendee", "meetingId": id, "attendeeName": name, "invite": invite}))
+        .await;
+    let join_token = att["attendee"]["JoinToken"].as_str().expect("attendee created").to_owned();
+    // Refused requests that carry the name: the error message echoes it to the caller, never to the log.
+    s.api(json!({"action": "create-attendee", "meetingId": id, "attendeeName": [name]})).await;
+    s.api(json!({"action": "create-attendee", "meetingId": id, "attendeeName": format!("{name}{}", "x".repeat(64))})).await;
+    s.api_with(Some(&invite), json!({"action": "get-meeting", "meetingId": id})).await;
+    s.client.get(s.url(&format!("/telehealth-aws.html?meeting={id}&invite={invite}"))).send().await.unwrap();
+    s.api(json!({"action": "delete-meeting", "meetingId": id})).await;
+    let key = s.key.clone();
+    s.stop().await;
+
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains(&id), "the capture works and ids are logged:\n{log}");
+    for (what, secret) in [("name", name), ("invite", &invite), ("join token", &join_token), ("API key", &key)] {
+        assert!(!log.contains(secret), "the log contains the {what}:\n{log}");
+    }
+    assert!(!log.contains("Zebulon"), "not even part of the name:\n{log}");
+}
