@@ -20,10 +20,14 @@ pub enum Command {
     Migrate,
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default `info`). Only ids are ever logged, never patient data.
+/// The media stack (webrtc-rs and its `rtc*` crates) logs ICE candidates, i.e. participants' IP
+/// addresses, even at warn level, so by default only our own crate, the HTTP layer and sqlx speak.
+pub const DEFAULT_LOG_FILTER: &str = "telehealth_gateway=info,tower_http=info,sqlx=warn";
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default `DEFAULT_LOG_FILTER`). Only ids are ever logged, never patient data.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 

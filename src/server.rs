@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::http::{self, ListenerScheme};
 use crate::meetings::{LocalProvider, MeetingProvider};
 use crate::room::Rooms;
+use crate::sfu::Sfu;
 use crate::store;
 use crate::tls;
 use anyhow::Context;
@@ -44,8 +45,7 @@ impl Server {
         let auth = Arc::new(Auth::load(&config)?);
         let meetings: Arc<dyn MeetingProvider> =
             Arc::new(LocalProvider::new(store.clone(), auth.clone(), config.media_region.clone()));
-        // The SFU engineer replaces this line with `Rooms::new(sfu)` at merge.
-        let rooms = Arc::new(Rooms::default());
+        let rooms = Rooms::new(Sfu::new(config.sfu.clone()));
         let state = AppState { config, store, auth, meetings, rooms, shutdown: Shutdown::default() };
         Self::with_state(state).await
     }

@@ -30,9 +30,10 @@ pub struct Participant {
     pub video_muted: bool,
 }
 
-/// Frames a client sends.
+/// Frames a client sends. Unknown `type`s and wrongly typed fields are errors; unknown extra fields are
+/// ignored, so a newer page can talk to an older gateway.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum ClientMessage {
     /// First frame on every socket: the attendee's `JoinToken` from `create-attendee`.
     Join {
@@ -160,10 +161,18 @@ mod tests {
     }
 
     #[test]
-    fn unknown_types_and_fields_are_rejected() {
+    fn unknown_types_wrong_types_and_missing_fields_are_rejected() {
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"explode"}"#).is_err());
-        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"leave","extra":1}"#).is_err());
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"join","token":5}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"offer"}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"sdp":"v=0"}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>(r#"[1,2]"#).is_err());
+    }
+
+    #[test]
+    fn extra_fields_are_ignored_for_forward_compatibility() {
+        let msg: ClientMessage = serde_json::from_str(r#"{"type":"leave","reason":"tab closed"}"#).unwrap();
+        assert_eq!(msg, ClientMessage::Leave);
     }
 
     #[test]

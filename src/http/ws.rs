@@ -81,6 +81,7 @@ fn entry(session: &Session) -> AuditEntry {
         action: AuditAction::AttendeeJoined,
         meeting_id: Some(session.meeting_id),
         attendee_id: Some(session.attendee_id),
+        ..Default::default()
     }
 }
 
