@@ -37,6 +37,8 @@ pub fn test_config(dir: &Path) -> Config {
     config.https_addr = Some("127.0.0.1:0".parse().unwrap());
     config.certs_dir = dir.join("certs");
     config.web_dir = dir.join("web");
+    // Media only on loopback in tests.
+    config.sfu.bind_ips = vec!["127.0.0.1".parse().unwrap()];
     config
 }
 

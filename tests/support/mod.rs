@@ -1,1 +1,2 @@
 pub mod media_peer;
+pub mod ws;
