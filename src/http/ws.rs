@@ -6,6 +6,7 @@
 //! a `BadRequest` error and the socket stays open.
 
 use crate::app::AppState;
+use crate::ids::{AttendeeId, MeetingId};
 use crate::room::{JoinError, Outbound, Session};
 use crate::store::{AuditAction, AuditEntry};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -69,27 +70,14 @@ async fn run(state: AppState, mut socket: WebSocket) {
     let Some(session) = join(&state, &mut socket).await else { return };
     let (meeting_id, attendee_id) = (session.meeting_id, session.attendee_id);
     tracing::info!(meeting = %meeting_id, attendee = %attendee_id, "participant joined");
-    audit(&state, AuditAction::AttendeeJoined, &session).await;
-    let left = AuditEntry { action: AuditAction::AttendeeLeft, ..entry(&session) };
+    audit(&state, AuditAction::AttendeeJoined, meeting_id, attendee_id).await;
     relay(&mut socket, session).await;
     tracing::info!(meeting = %meeting_id, attendee = %attendee_id, "participant left");
-    write_audit(&state, left).await;
+    audit(&state, AuditAction::AttendeeLeft, meeting_id, attendee_id).await;
 }
 
-fn entry(session: &Session) -> AuditEntry {
-    AuditEntry {
-        action: AuditAction::AttendeeJoined,
-        meeting_id: Some(session.meeting_id),
-        attendee_id: Some(session.attendee_id),
-        ..Default::default()
-    }
-}
-
-async fn audit(state: &AppState, action: AuditAction, session: &Session) {
-    write_audit(state, AuditEntry { action, ..entry(session) }).await;
-}
-
-async fn write_audit(state: &AppState, entry: AuditEntry) {
+async fn audit(state: &AppState, action: AuditAction, meeting_id: MeetingId, attendee_id: AttendeeId) {
+    let entry = AuditEntry { action, meeting_id: Some(meeting_id), attendee_id: Some(attendee_id), ..Default::default() };
     if let Err(e) = state.store.append_audit(entry).await {
         tracing::error!(error = %e, "audit write failed");
     }

@@ -82,6 +82,13 @@ impl Room {
         }
     }
 
+    /// Tells every member the meeting is over for them; each actor then leaves on its own.
+    fn end_all(&self, reason: EndReason) {
+        for m in self.lock_members().values() {
+            let _ = m.commands.send(Command::End(reason));
+        }
+    }
+
     fn count(&self) -> usize {
         self.lock_members().len()
     }
@@ -257,9 +264,7 @@ impl Rooms {
     pub async fn end_meeting(&self, meeting: MeetingId, reason: EndReason) {
         let room = self.lock_rooms().get(&meeting).cloned();
         let Some(room) = room else { return };
-        for m in room.lock_members().values() {
-            let _ = m.commands.send(Command::End(reason));
-        }
+        room.end_all(reason);
         wait_until(Duration::from_secs(2), || room.count() == 0).await;
     }
 
@@ -268,9 +273,7 @@ impl Rooms {
         self.draining.store(true, Ordering::SeqCst);
         let rooms: Vec<Arc<Room>> = self.lock_rooms().values().cloned().collect();
         for room in &rooms {
-            for m in room.lock_members().values() {
-                let _ = m.commands.send(Command::End(EndReason::ServerShutdown));
-            }
+            room.end_all(EndReason::ServerShutdown);
         }
         wait_until(grace, || self.total_participants() == 0).await;
     }

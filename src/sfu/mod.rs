@@ -14,7 +14,7 @@ pub mod stats;
 mod track;
 
 pub use config::SfuConfig;
-pub use peer::{Peer, PeerError, PeerEvent};
+pub use peer::{Peer, PeerError, PeerEvent, candidate_from_init, candidate_to_init};
 pub use stats::{SfuStats, SfuStatsSnapshot};
 pub use track::PublishedTrack;
 

@@ -32,6 +32,27 @@ pub enum PeerEvent {
     Failed,
 }
 
+/// A webrtc-rs candidate as the signaling protocol carries it.
+pub fn candidate_from_init(init: RTCIceCandidateInit) -> IceCandidate {
+    IceCandidate {
+        candidate: init.candidate,
+        sdp_mid: init.sdp_mid,
+        sdp_mline_index: init.sdp_mline_index,
+        username_fragment: init.username_fragment,
+    }
+}
+
+/// A signaled candidate, ready for `add_ice_candidate`.
+pub fn candidate_to_init(c: IceCandidate) -> RTCIceCandidateInit {
+    RTCIceCandidateInit {
+        candidate: c.candidate,
+        sdp_mid: c.sdp_mid,
+        sdp_mline_index: c.sdp_mline_index,
+        username_fragment: c.username_fragment,
+        ..Default::default()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
     #[error("invalid session description: {0}")]
@@ -61,12 +82,7 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
         match event.candidate.to_json() {
             Ok(init) => {
-                let _ = self.events.send(PeerEvent::Candidate(IceCandidate {
-                    candidate: init.candidate,
-                    sdp_mid: init.sdp_mid,
-                    sdp_mline_index: init.sdp_mline_index,
-                    username_fragment: init.username_fragment,
-                }));
+                let _ = self.events.send(PeerEvent::Candidate(candidate_from_init(init)));
             }
             Err(e) => tracing::warn!(error = %e, "could not serialise a local ICE candidate"),
         }
@@ -131,14 +147,7 @@ impl Peer {
     }
 
     pub async fn add_candidate(&self, c: IceCandidate) -> Result<(), PeerError> {
-        let init = RTCIceCandidateInit {
-            candidate: c.candidate,
-            sdp_mid: c.sdp_mid,
-            sdp_mline_index: c.sdp_mline_index,
-            username_fragment: c.username_fragment,
-            ..Default::default()
-        };
-        self.pc.add_ice_candidate(init).await.map_err(|e| PeerError::Candidate(e.to_string()))
+        self.pc.add_ice_candidate(candidate_to_init(c)).await.map_err(|e| PeerError::Candidate(e.to_string()))
     }
 
     /// Adds a local track forwarding `published` to this peer. The caller renegotiates afterwards.

@@ -14,19 +14,20 @@ use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYP
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
-use signaling::{ClientMessage, IceCandidate, ServerMessage};
+use signaling::{ClientMessage, ServerMessage};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use telehealth_gateway::sfu::keyframe::{KeyframeRequestMarker, is_keyframe_request};
+use telehealth_gateway::sfu::{candidate_from_init, candidate_to_init};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit,
-    RTCPeerConnectionIceEvent, RTCSessionDescription,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCPeerConnectionIceEvent,
+    RTCSessionDescription,
 };
 
 /// What one peer has received, keyed by the publisher (the forwarded tracks' MediaStream id).
@@ -57,14 +58,7 @@ struct Handler {
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
         if let Ok(init) = event.candidate.to_json() {
-            let _ = self.out.send(ClientMessage::Candidate {
-                candidate: Some(IceCandidate {
-                    candidate: init.candidate,
-                    sdp_mid: init.sdp_mid,
-                    sdp_mline_index: init.sdp_mline_index,
-                    username_fragment: init.username_fragment,
-                }),
-            });
+            let _ = self.out.send(ClientMessage::Candidate { candidate: Some(candidate_from_init(init)) });
         }
     }
 
@@ -244,16 +238,7 @@ impl MediaPeer {
                             pc2.set_local_description(answer).await?;
                             out2.send(ClientMessage::Answer { sdp })?;
                         }
-                        ServerMessage::Candidate { candidate } => {
-                            pc2.add_ice_candidate(RTCIceCandidateInit {
-                                candidate: candidate.candidate,
-                                sdp_mid: candidate.sdp_mid,
-                                sdp_mline_index: candidate.sdp_mline_index,
-                                username_fragment: candidate.username_fragment,
-                                ..Default::default()
-                            })
-                            .await?
-                        }
+                        ServerMessage::Candidate { candidate } => pc2.add_ice_candidate(candidate_to_init(candidate)).await?,
                         other => {
                             let _ = others.send(other);
                         }
