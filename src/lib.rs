@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod ids;
+pub mod loadtest;
 pub mod meetings;
 pub mod pii;
 pub mod room;
