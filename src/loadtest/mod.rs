@@ -5,5 +5,297 @@
 //! connections that publish synthetic Opus + VP8 and subscribe to everyone else. Around the run it scrapes the
 //! server's `/metrics`, so the report carries the server's cost (CPU seconds, memory per participant) next to
 //! what the clients saw.
+//!
+//! Phases: provision (API) overlaps the ramp (joins paced at `rate`); once every participant has joined or
+//! failed, the hold phase lasts `duration`; then everyone leaves and the meetings are deleted.
 
+pub mod api;
 pub mod media;
+pub mod participant;
+pub mod plot;
+pub mod progress;
+pub mod recorder;
+pub mod report;
+pub mod scrape;
+pub mod stats;
+
+use anyhow::Context;
+use api::Api;
+use futures::StreamExt;
+use media::{MediaOptions, MediaStats};
+use participant::{Behaviour, MeetingSlot, Shared, Ticket};
+use report::Report;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// Everything a run needs; the CLI fills it from flags.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Base URL of the gateway, e.g. `http://127.0.0.1:8080`.
+    pub url: String,
+    pub api_key: String,
+    pub meetings: usize,
+    pub participants_per_meeting: usize,
+    /// Joins per second.
+    pub rate: f64,
+    /// How long everyone stays once the ramp is over.
+    pub duration: Duration,
+    /// Publish and subscribe synthetic media through real peer connections.
+    pub media: bool,
+    pub video_bitrate_bps: u64,
+    pub ping_interval: Duration,
+    /// API calls in flight while provisioning (and in `api_only` runs).
+    pub api_concurrency: usize,
+    /// Local addresses the media peers gather ICE candidates on.
+    pub rtc_bind_ips: Vec<IpAddr>,
+    /// Accept the gateway's self-signed development certificate.
+    pub insecure: bool,
+    /// Only exercise `create-meeting` (and clean up): the API throughput benchmark.
+    pub api_only: bool,
+    pub progress: bool,
+    pub json: Option<PathBuf>,
+}
+
+impl Options {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.url.starts_with("http://") || self.url.starts_with("https://"), "--url must be http:// or https://");
+        anyhow::ensure!(self.meetings >= 1, "--meetings must be at least 1");
+        anyhow::ensure!(
+            (1..=crate::room::MAX_PARTICIPANTS).contains(&self.participants_per_meeting),
+            "--participants-per-meeting must be 1–{}",
+            crate::room::MAX_PARTICIPANTS
+        );
+        anyhow::ensure!(self.rate.is_finite() && self.rate > 0.0, "--rate must be a positive number of joins per second");
+        anyhow::ensure!(self.api_concurrency >= 1, "--api-concurrency must be at least 1");
+        anyhow::ensure!(!self.api_key.is_empty(), "an API key is needed (--api-key or TELEHEALTH_API_KEY)");
+        anyhow::ensure!(!self.ping_interval.is_zero(), "--ping-interval must be positive");
+        Ok(())
+    }
+
+    fn total_participants(&self) -> usize {
+        self.meetings * self.participants_per_meeting
+    }
+
+    fn ws_url(&self) -> String {
+        let base = self.url.trim_end_matches('/');
+        let base = base.strip_prefix("https://").map(|r| format!("wss://{r}")).unwrap_or_else(|| base.replacen("http://", "ws://", 1));
+        format!("{base}/ws")
+    }
+}
+
+/// Runs the load test and returns its report (also written to `json` when set).
+pub async fn run(options: Options) -> anyhow::Result<Report> {
+    options.validate()?;
+    let api = Arc::new(Api::new(&options.url, &options.api_key, options.insecure)?);
+    let before = scrape::scrape(api.http(), &options.url).await;
+    let report = if options.api_only { run_api_only(&options, &api, before).await? } else { run_participants(&options, &api, before).await? };
+    if let Some(path) = &options.json {
+        report.write_json(path).with_context(|| format!("writing {}", path.display()))?;
+        for (suffix, title, histogram) in report.pictures() {
+            let svg = plot::sibling(path, suffix);
+            plot::write_histogram_svg(&svg, &title, &histogram).with_context(|| format!("writing {}", svg.display()))?;
+        }
+    }
+    Ok(report)
+}
+
+/// A run id in every ExternalMeetingId, so a run's meetings are recognisable (and never collide with a clinic's).
+fn run_id() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+async fn run_participants(options: &Options, api: &Arc<Api>, before: Option<scrape::Sample>) -> anyhow::Result<Report> {
+    let total = options.total_participants();
+    let shared = Arc::new(Shared::default());
+    let media_stats = options.media.then(|| Arc::new(MediaStats::default()));
+    let behaviour = Arc::new(Behaviour {
+        ws_url: options.ws_url(),
+        ping_interval: options.ping_interval,
+        media: media_stats.as_ref().map(|s| {
+            (
+                MediaOptions { video_bitrate_bps: options.video_bitrate_bps, video_fps: 30, bind_ips: options.rtc_bind_ips.clone() },
+                Arc::clone(s),
+            )
+        }),
+    });
+    let progress = progress::Progress::new(options.progress, total as u64);
+    let started = Instant::now();
+
+    // Provision meetings and attendees ahead of the joins, a bounded number of calls in flight.
+    let (tickets_tx, mut tickets_rx) = mpsc::channel::<Ticket>(total.clamp(1, 4096));
+    let meeting_ids = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let slots: Arc<std::sync::Mutex<Vec<Arc<MeetingSlot>>>> = Arc::default();
+    let provisioner = {
+        let (api, shared, meeting_ids, slots) = (Arc::clone(api), Arc::clone(&shared), Arc::clone(&meeting_ids), Arc::clone(&slots));
+        let (meetings, per_meeting, concurrency) = (options.meetings, options.participants_per_meeting, options.api_concurrency);
+        let run = run_id();
+        tokio::spawn(async move {
+            let mut calls = futures::stream::iter(0..meetings)
+                .map(|i| provision(&api, &run, i, per_meeting))
+                .buffer_unordered(concurrency);
+            while let Some(result) = calls.next().await {
+                match result {
+                    Ok((meeting_id, tokens)) => {
+                        meeting_ids.lock().unwrap_or_else(|e| e.into_inner()).push(meeting_id);
+                        let slot = Arc::new(MeetingSlot::default());
+                        slots.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::clone(&slot));
+                        for join_token in tokens {
+                            if tickets_tx.send(Ticket { meeting: Arc::clone(&slot), join_token }).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err((meeting_id, failure)) => {
+                        if let Some(id) = meeting_id {
+                            meeting_ids.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+                        }
+                        shared.error(failure.kind());
+                        // Its participants will never join: count them as failed so the ramp can end.
+                        shared.failed.fetch_add(per_meeting as u64, Ordering::Relaxed);
+                        shared.settled.fetch_add(per_meeting as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    };
+
+    // Pace joins at `rate`. A late ticket (provisioning slower than the rate) restarts the schedule instead
+    // of bursting to catch up, so the join rate never exceeds what was asked for.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut participants = Vec::with_capacity(total);
+    let period = Duration::from_secs_f64(1.0 / options.rate);
+    let ramp_started = Instant::now();
+    let mut next = tokio::time::Instant::now();
+    let ticker = progress.spawn_ticker(Arc::clone(&shared), media_stats.clone(), api.http().clone(), options.url.clone());
+    while let Some(ticket) = tickets_rx.recv().await {
+        let now = tokio::time::Instant::now();
+        if next + period < now {
+            next = now;
+        }
+        tokio::time::sleep_until(next).await;
+        next += period;
+        participants.push(tokio::spawn(participant::run(Arc::clone(&shared), Arc::clone(&behaviour), ticket, stop_rx.clone())));
+    }
+    let _ = provisioner.await;
+    let provisioned = started.elapsed();
+    // Every participant has joined or failed (or a generous timeout passed).
+    let settle_deadline = Instant::now() + Duration::from_secs(60);
+    while shared.settled.load(Ordering::Relaxed) < total as u64 && Instant::now() < settle_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ramp = ramp_started.elapsed();
+
+    // Hold.
+    progress.set_phase("holding");
+    let hold_start = scrape::scrape(api.http(), &options.url).await;
+    let media_start = media_stats.as_ref().map(|s| s.snapshot());
+    let hold_started = Instant::now();
+    tokio::time::sleep(options.duration).await;
+    let hold = hold_started.elapsed();
+    let media_end = media_stats.as_ref().map(|s| s.snapshot());
+    let hold_end = scrape::scrape(api.http(), &options.url).await;
+
+    // Leave, then clean up.
+    progress.set_phase("leaving");
+    let _ = stop_tx.send(true);
+    for p in participants {
+        let _ = p.await;
+    }
+    let active = ramp_started.elapsed();
+    progress.set_phase("deleting meetings");
+    let ids: Vec<String> = std::mem::take(&mut *meeting_ids.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut deletes = futures::stream::iter(ids).map(|id| {
+        let api = Arc::clone(api);
+        async move { api.delete_meeting(&id).await }
+    }).buffer_unordered(options.api_concurrency);
+    while let Some(result) = deletes.next().await {
+        if let Err(failure) = result {
+            shared.error(failure.kind());
+        }
+    }
+    let server_samples = ticker.finish().await;
+    progress.finish();
+    let after = scrape::scrape(api.http(), &options.url).await;
+
+    let slots = slots.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let tracks_expected: u64 = slots.iter().map(|s| { let j = s.joined.load(Ordering::Relaxed); j * j.saturating_sub(1) * 2 }).sum();
+    Ok(Report::build(report::Inputs {
+        options,
+        shared: &shared,
+        api,
+        timing: report::Timing::new(provisioned, ramp, hold, active, started.elapsed()),
+        media: media_start.zip(media_end).map(|(a, b)| (a, b, tracks_expected)),
+        server: report::ServerSamples { before, window_start: hold_start, window_end: hold_end, after, during: server_samples },
+    }))
+}
+
+type ProvisionError = (Option<String>, api::ApiFailure);
+
+/// Creates one meeting and its attendees; returns the join tokens.
+async fn provision(api: &Api, run: &str, index: usize, per_meeting: usize) -> Result<(String, Vec<String>), ProvisionError> {
+    let meeting_id = api.create_meeting(&format!("loadtest-{run}-{index}")).await.map_err(|e| (None, e))?;
+    let mut tokens = Vec::with_capacity(per_meeting);
+    for n in 0..per_meeting {
+        // Synthetic names only: a load test never carries patient data.
+        match api.create_attendee(&meeting_id, &format!("Load tester {n}")).await {
+            Ok(a) => tokens.push(a.join_token),
+            Err(e) => return Err((Some(meeting_id), e)),
+        }
+    }
+    Ok((meeting_id, tokens))
+}
+
+/// The API throughput benchmark: `meetings` create-meeting calls, `api_concurrency` in flight (paced at
+/// `rate` per second at most), then the same number of deletes.
+async fn run_api_only(options: &Options, api: &Arc<Api>, before: Option<scrape::Sample>) -> anyhow::Result<Report> {
+    let shared = Arc::new(Shared::default());
+    let progress = progress::Progress::new(options.progress, options.meetings as u64);
+    progress.set_phase("create-meeting");
+    let run = run_id();
+    let started = Instant::now();
+    let period = Duration::from_secs_f64(1.0 / options.rate);
+    let mut created = Vec::with_capacity(options.meetings);
+    let mut calls = futures::stream::iter(0..options.meetings)
+        .map(|i| {
+            let (api, run) = (Arc::clone(api), run.clone());
+            async move {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(started) + period.mul_f64(i as f64)).await;
+                api.create_meeting(&format!("loadtest-{run}-{i}")).await
+            }
+        })
+        .buffer_unordered(options.api_concurrency);
+    while let Some(result) = calls.next().await {
+        progress.inc();
+        match result {
+            Ok(id) => created.push(id),
+            Err(failure) => shared.error(failure.kind()),
+        }
+    }
+    let create_time = started.elapsed();
+    let mid = scrape::scrape(api.http(), &options.url).await;
+    progress.set_phase("delete-meeting");
+    let mut deletes = futures::stream::iter(created).map(|id| {
+        let api = Arc::clone(api);
+        async move { api.delete_meeting(&id).await }
+    }).buffer_unordered(options.api_concurrency);
+    while let Some(result) = deletes.next().await {
+        if let Err(failure) = result {
+            shared.error(failure.kind());
+        }
+    }
+    progress.finish();
+    let after = scrape::scrape(api.http(), &options.url).await;
+    let total = started.elapsed();
+    Ok(Report::build(report::Inputs {
+        options,
+        shared: &shared,
+        api,
+        timing: report::Timing::new(create_time, Duration::ZERO, Duration::ZERO, create_time, total),
+        media: None,
+        server: report::ServerSamples { window_start: before.clone(), before, window_end: mid, after, during: Vec::new() },
+    }))
+}

@@ -1,0 +1,224 @@
+//! One simulated participant: join over the real signaling socket, optionally run media, keep the socket
+//! alive with pings, leave when told to. Everything it sees goes into the run's shared counters.
+
+use super::media::{MediaOptions, MediaSession, MediaStats};
+use super::recorder::Recorder;
+use signaling::{ClientError, ClientMessage, ServerMessage, SignalingClient, SignalingReceiver, SignalingSender};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What one participant needs to join.
+pub struct Ticket {
+    pub meeting: Arc<MeetingSlot>,
+    pub join_token: String,
+}
+
+/// Per meeting: how many of its participants got in (tracks expected with media depend on it).
+#[derive(Default)]
+pub struct MeetingSlot {
+    pub joined: AtomicU64,
+}
+
+/// Counters every participant of a run writes into.
+#[derive(Default)]
+pub struct Shared {
+    /// ws open → `joined`.
+    pub join_latency: Recorder,
+    /// TCP connect + WebSocket upgrade.
+    pub connect_latency: Recorder,
+    /// `ping` → `pong` on a joined socket.
+    pub ping_rtt: Recorder,
+    pub messages_sent: AtomicU64,
+    pub messages_received: AtomicU64,
+    pub joined: AtomicU64,
+    pub failed: AtomicU64,
+    /// Joined or failed: the ramp is over when this reaches the target.
+    pub settled: AtomicU64,
+    pub connected: AtomicI64,
+    pub peak_connected: AtomicI64,
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Shared {
+    pub fn error(&self, kind: impl Into<String>) {
+        *self.errors.lock().unwrap_or_else(|e| e.into_inner()).entry(kind.into()).or_default() += 1;
+    }
+
+    pub fn errors(&self) -> BTreeMap<String, u64> {
+        self.errors.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn error_total(&self) -> u64 {
+        self.errors.lock().unwrap_or_else(|e| e.into_inner()).values().sum()
+    }
+
+    fn connect_one(&self) {
+        let now = self.connected.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_connected.fetch_max(now, Ordering::Relaxed);
+    }
+}
+
+/// How a participant behaves once in.
+pub struct Behaviour {
+    pub ws_url: String,
+    pub ping_interval: Duration,
+    pub media: Option<(MediaOptions, Arc<MediaStats>)>,
+}
+
+/// Runs one participant until `stop` flips (or the server drops it). Never panics; failures are counted by kind.
+pub async fn run(shared: Arc<Shared>, behaviour: Arc<Behaviour>, ticket: Ticket, stop: watch::Receiver<bool>) {
+    let (tx, rx) = match join(&shared, &behaviour, &ticket).await {
+        Ok(socket) => socket,
+        Err(kind) => {
+            shared.error(kind);
+            shared.failed.fetch_add(1, Ordering::Relaxed);
+            shared.settled.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    shared.joined.fetch_add(1, Ordering::Relaxed);
+    ticket.meeting.joined.fetch_add(1, Ordering::Relaxed);
+    shared.connect_one();
+    shared.settled.fetch_add(1, Ordering::Relaxed);
+    let mut p = InMeeting { shared: &shared, tx, rx, media: None };
+    if let Err(kind) = p.hold(&behaviour, stop).await {
+        shared.error(kind);
+    }
+    if let Some(media) = p.media.take() {
+        media.close().await;
+    }
+    shared.connected.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Connects and joins; Err is the error kind for the report.
+async fn join(shared: &Shared, behaviour: &Behaviour, ticket: &Ticket) -> Result<(SignalingSender, SignalingReceiver), String> {
+    let started = Instant::now();
+    let client = match tokio::time::timeout(CONNECT_TIMEOUT, SignalingClient::connect(&behaviour.ws_url)).await {
+        Err(_) => return Err("ws connect timeout".into()),
+        Ok(Err(e)) => return Err(connect_error_kind(&e)),
+        Ok(Ok(c)) => c,
+    };
+    shared.connect_latency.record(started.elapsed());
+    let (mut tx, mut rx) = client.split();
+    let opened = Instant::now();
+    let join = ClientMessage::Join { token: ticket.join_token.clone(), audio_muted: false, video_muted: false };
+    tx.send(&join).await.map_err(|_| "ws send failed".to_owned())?;
+    shared.messages_sent.fetch_add(1, Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    loop {
+        let msg = match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Err(_) => return Err("join timeout".into()),
+            Ok(Err(ClientError::Closed)) => return Err("closed before joined".into()),
+            Ok(Err(_)) => return Err("ws error before joined".into()),
+            Ok(Ok(msg)) => msg,
+        };
+        shared.messages_received.fetch_add(1, Ordering::Relaxed);
+        match msg {
+            ServerMessage::Joined { .. } => {
+                shared.join_latency.record(opened.elapsed());
+                return Ok((tx, rx));
+            }
+            ServerMessage::Error { code, .. } => return Err(format!("join rejected: {code:?}")),
+            _ => {}
+        }
+    }
+}
+
+fn connect_error_kind(e: &ClientError) -> String {
+    let text = e.to_string();
+    // The one local limit people hit first; name it so the fix (ulimit -n) is obvious.
+    if text.contains("Too many open files") { "ws connect: too many open files".into() } else { "ws connect failed".into() }
+}
+
+struct InMeeting<'a> {
+    shared: &'a Shared,
+    tx: SignalingSender,
+    rx: SignalingReceiver,
+    media: Option<MediaSession>,
+}
+
+impl InMeeting<'_> {
+    async fn send(&mut self, msg: &ClientMessage) -> Result<(), String> {
+        self.tx.send(msg).await.map_err(|_| "ws send failed".to_owned())?;
+        self.shared.messages_sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn hold(&mut self, behaviour: &Behaviour, mut stop: watch::Receiver<bool>) -> Result<(), String> {
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+        if let Some((options, stats)) = &behaviour.media {
+            let session = MediaSession::start(options, out_tx, Arc::clone(stats)).await.map_err(|_| "media setup failed")?;
+            self.media = Some(session);
+        }
+        // Spread pings over the interval so thousands of sockets do not ping in lockstep.
+        let offset = behaviour.ping_interval.mul_f64(rand::random::<f64>());
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + offset, behaviour.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                // The guard `wait_for` returns is not Send: drop it inside the branch future.
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+                Some(msg) = out_rx.recv() => self.send(&msg).await?,
+                _ = ping.tick() => self.send(&ClientMessage::Ping { ts: Some(now_us()) }).await?,
+                msg = self.rx.recv() => match msg {
+                    Ok(msg) => self.on_message(msg).await?,
+                    Err(ClientError::Closed) => return Err("disconnected by server".into()),
+                    Err(_) => return Err("ws error".into()),
+                },
+            }
+        }
+        self.leave().await
+    }
+
+    async fn on_message(&mut self, msg: ServerMessage) -> Result<(), String> {
+        self.shared.messages_received.fetch_add(1, Ordering::Relaxed);
+        match &msg {
+            ServerMessage::Pong { ts: Some(ts) } => {
+                self.shared.ping_rtt.record(Duration::from_micros(now_us().saturating_sub(*ts)));
+            }
+            ServerMessage::Offer { .. } | ServerMessage::Answer { .. } | ServerMessage::Candidate { .. } => {
+                if let Some(media) = &self.media {
+                    media.handle(&msg).await.map_err(|_| "media negotiation failed")?;
+                }
+            }
+            ServerMessage::MeetingEnded { reason } => return Err(format!("meeting ended: {reason:?}")),
+            ServerMessage::Error { code, .. } => self.shared.error(format!("server error: {code:?}")),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Says `leave` and waits for the server's `left`, so the server side is gone when the run ends.
+    async fn leave(&mut self) -> Result<(), String> {
+        self.send(&ClientMessage::Leave).await?;
+        let deadline = tokio::time::Instant::now() + LEAVE_TIMEOUT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Err(_) => return Err("leave timeout".into()),
+                Ok(Err(ClientError::Closed)) => return Ok(()),
+                Ok(Err(_)) => return Err("ws error while leaving".into()),
+                Ok(Ok(ServerMessage::Left)) => {
+                    self.shared.messages_received.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.tx.close().await;
+                    return Ok(());
+                }
+                Ok(Ok(_)) => {
+                    self.shared.messages_received.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Microseconds since this process's first call: ping timestamps are echoed back to the same process.
+fn now_us() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
