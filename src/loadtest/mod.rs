@@ -206,6 +206,7 @@ async fn run_participants(options: &Options, api: &Arc<Api>, before: Option<scra
         let _ = p.await;
     }
     let active = ramp_started.elapsed();
+    let media_final = media_stats.as_ref().map(|s| s.snapshot());
     progress.set_phase("deleting meetings");
     let ids: Vec<String> = std::mem::take(&mut *meeting_ids.lock().unwrap_or_else(|e| e.into_inner()));
     let mut deletes = futures::stream::iter(ids).map(|id| {
@@ -228,7 +229,10 @@ async fn run_participants(options: &Options, api: &Arc<Api>, before: Option<scra
         shared: &shared,
         api,
         timing: report::Timing::new(provisioned, ramp, hold, active, started.elapsed()),
-        media: media_start.zip(media_end).map(|(a, b)| (a, b, tracks_expected)),
+        media: match (media_start, media_end, media_final) {
+            (Some(hold_start), Some(hold_end), Some(run_end)) => Some(report::MediaSnapshots { hold_start, hold_end, run_end, tracks_expected }),
+            _ => None,
+        },
         server: report::ServerSamples { before, window_start: hold_start, window_end: hold_end, after, during: server_samples },
     }))
 }

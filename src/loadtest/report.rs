@@ -43,13 +43,21 @@ pub struct ServerSamples {
     pub during: Vec<Sample>,
 }
 
+/// Media counters at the start and end of the hold and once everyone has left.
+pub struct MediaSnapshots {
+    pub hold_start: MediaSnapshot,
+    pub hold_end: MediaSnapshot,
+    pub run_end: MediaSnapshot,
+    /// Tracks that should have arrived: in each meeting, every joined participant × 2 per other participant.
+    pub tracks_expected: u64,
+}
+
 pub struct Inputs<'a> {
     pub options: &'a Options,
     pub shared: &'a Shared,
     pub api: &'a Api,
     pub timing: Timing,
-    /// Snapshots at the start and end of the hold, and the number of tracks that should have arrived.
-    pub media: Option<(MediaSnapshot, MediaSnapshot, u64)>,
+    pub media: Option<MediaSnapshots>,
     pub server: ServerSamples,
 }
 
@@ -107,6 +115,9 @@ pub struct MediaReport {
     /// Received bitrate per received track.
     pub received_bitrate_per_track_bps: f64,
     pub keyframe_requests_received: u64,
+    /// Whole run (not just the hold): packets the publishers sent and the subscribers received.
+    pub run_packets_sent: u64,
+    pub run_packets_received: u64,
     /// Publisher's send time (inside the payload) to the subscriber's receive time, whole run.
     pub forwarding_delay_ms: LatencySummary,
 }
@@ -221,7 +232,7 @@ impl Report {
             api: api_actions,
             error_count: errors.values().sum(),
             errors,
-            media: media.map(|(start, end, expected)| media_report(&start, &end, expected, timing.hold_s)),
+            media: media.map(|m| media_report(&m, timing.hold_s)),
             server: server_report(&server, joined),
             timing,
             pictures,
@@ -309,13 +320,14 @@ impl Report {
     }
 }
 
-fn media_report(start: &MediaSnapshot, end: &MediaSnapshot, tracks_expected: u64, hold_s: f64) -> MediaReport {
+fn media_report(m: &MediaSnapshots, hold_s: f64) -> MediaReport {
+    let (start, end, tracks_expected) = (&m.hold_start, &m.hold_end, m.tracks_expected);
     let d = |a: u64, b: u64| b.saturating_sub(a);
     let packets_expected = d(start.packets_expected, end.packets_expected);
     let packets_lost = d(start.packets_lost, end.packets_lost);
     let per_s = |bytes: u64| if hold_s > 0.0 { bytes as f64 * 8.0 / hold_s } else { 0.0 };
     let received_bps = per_s(d(start.bytes_received, end.bytes_received));
-    let delay = &end.forwarding_delay_us;
+    let delay = &m.run_end.forwarding_delay_us;
     let ms = |us: f64| round(us / 1000.0, 2);
     MediaReport {
         tracks_expected,
@@ -329,7 +341,9 @@ fn media_report(start: &MediaSnapshot, end: &MediaSnapshot, tracks_expected: u64
         sent_bitrate_bps: round(per_s(d(start.bytes_sent, end.bytes_sent)), 0),
         received_bitrate_bps: round(received_bps, 0),
         received_bitrate_per_track_bps: if end.tracks_received > 0 { round(received_bps / end.tracks_received as f64, 0) } else { 0.0 },
-        keyframe_requests_received: end.keyframe_requests_received,
+        keyframe_requests_received: m.run_end.keyframe_requests_received,
+        run_packets_sent: m.run_end.packets_sent,
+        run_packets_received: m.run_end.packets_received,
         forwarding_delay_ms: LatencySummary { count: delay.count, p50: ms(delay.p50), p95: ms(delay.p95), p99: ms(delay.p99), max: ms(delay.max), mean: ms(delay.mean) },
     }
 }

