@@ -4,6 +4,7 @@
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::meetings::MeetingProvider;
+use crate::metrics::Metrics;
 use crate::room::Rooms;
 use crate::store::Store;
 use std::sync::Arc;
@@ -16,6 +17,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub meetings: Arc<dyn MeetingProvider>,
     pub rooms: Arc<Rooms>,
+    /// What `GET /metrics` exposes; handlers record latencies and outcomes here.
+    pub metrics: Arc<Metrics>,
     /// Flips once when the server starts draining: new joins are refused from then on.
     pub shutdown: Shutdown,
 }

@@ -1,7 +1,8 @@
 //! telehealth-gateway: a self-hosted WebRTC gateway for telehealth video visits.
 //!
 //! Module map (arrows point down only; see DESIGN.md):
-//! `cli` → `config` → `http` (api, ws) → `meetings` / `room` → `sfu`, `store`, `auth`.
+//! `cli` → `config` → `http` (api, ws) → `meetings` / `room` → `sfu`, `store`, `auth`;
+//! `http` → `metrics` (reads `room` and `sfu` when scraped).
 
 pub mod app;
 pub mod auth;
@@ -11,6 +12,7 @@ pub mod http;
 pub mod ids;
 pub mod loadtest;
 pub mod meetings;
+pub mod metrics;
 pub mod pii;
 pub mod room;
 pub mod server;

@@ -10,6 +10,7 @@ use crate::auth::{Auth, KeySource};
 use crate::config::Config;
 use crate::http::{self, ListenerScheme};
 use crate::meetings::{LocalProvider, MeetingProvider};
+use crate::metrics::Metrics;
 use crate::room::Rooms;
 use crate::sfu::Sfu;
 use crate::store;
@@ -46,7 +47,8 @@ impl Server {
         let meetings: Arc<dyn MeetingProvider> =
             Arc::new(LocalProvider::new(store.clone(), auth.clone(), config.media_region.clone()));
         let rooms = Rooms::new(Sfu::new(config.sfu.clone()));
-        let state = AppState { config, store, auth, meetings, rooms, shutdown: Shutdown::default() };
+        let metrics = Metrics::new(Arc::clone(&rooms));
+        let state = AppState { config, store, auth, meetings, rooms, metrics, shutdown: Shutdown::default() };
         Self::with_state(state).await
     }
 

@@ -1,4 +1,4 @@
-//! HTTP surface: the JSON API, the signaling socket, health, and the browser assets from `web/`.
+//! HTTP surface: the JSON API, the signaling socket, health, metrics, and the browser assets from `web/`.
 //! Every asset is served by the gateway itself (no CDN), so an offline clinic works.
 
 pub mod api;
@@ -8,7 +8,9 @@ pub mod ws;
 use crate::app::AppState;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{Request, StatusCode, Uri};
+use axum::extract::State;
+use axum::http::{HeaderValue, Request, StatusCode, Uri, header};
+use axum::middleware;
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde_json::json;
@@ -22,10 +24,14 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/api/aws-chime-video",
-            post(api::handle).fallback(api::method_not_allowed).layer(DefaultBodyLimit::max(state.config.max_body_bytes)),
+            post(api::handle)
+                .fallback(api::method_not_allowed)
+                .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+                .layer(middleware::from_fn_with_state(state.clone(), api::timed)),
         )
         .route("/ws", get(ws::upgrade))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .fallback_service(web)
         // Spans carry the method and the path only: query strings hold invites (`?invite=…`), so the URI as a
         // whole must never be recorded.
@@ -35,11 +41,21 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+async fn healthz(State(state): State<AppState>) -> Response {
     if state.shutdown.is_triggered() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"}))).into_response();
     }
     Json(json!({"status": "ok"})).into_response()
+}
+
+/// Prometheus text exposition. Unauthenticated, as scrapers expect, which is safe only because it holds
+/// aggregate numbers and nothing else: no meeting or attendee ids, names, IPs or tokens, and no label value a
+/// client chose (see `metrics`). Keep it that way; anything per-patient belongs behind the API key.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut res = state.metrics.render().into_response();
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    res
 }
 
 /// `/` when `web/index.html` does not exist gets a small built-in page; anything else missing is a 404.
@@ -57,6 +73,6 @@ const INDEX: &str = r#"<!doctype html>
 <p>The gateway is running. Create a meeting with <code>POST /api/aws-chime-video</code>
 (<code>{"action":"create-meeting"}</code>, <code>Authorization: Bearer &lt;API key&gt;</code>),
 then open the <code>link</code> it returns: <code>/telehealth-aws.html?meeting=…</code>.</p>
-<p><a href="/healthz">/healthz</a></p>
+<p><a href="/healthz">/healthz</a> · <a href="/metrics">/metrics</a></p>
 </body></html>
 "#;

@@ -4,40 +4,78 @@
 //! The first frame must be `join` with a JoinToken, within `JOIN_TIMEOUT`. A forged, expired or missing
 //! token, or a deleted meeting, gets an error frame and the socket closes. Malformed frames later on get
 //! a `BadRequest` error and the socket stays open.
+//!
+//! Metrics: `Socket` counts every text frame in and out, so no path can forget to; `join` records how the
+//! join phase ended and, for a successful one, the time from the `join` frame to `joined` leaving.
 
 use crate::app::AppState;
 use crate::ids::{AttendeeId, MeetingId};
+use crate::metrics::{Direction, JoinResult, Metrics};
 use crate::room::{JoinError, Outbound, Session};
 use crate::store::{AuditAction, AuditEntry};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::extract::{State, WebSocketUpgrade};
 use axum::response::Response;
 use signaling::{ClientMessage, ErrorCode, MAX_FRAME_BYTES, ServerMessage};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| run(state, socket))
+        .on_upgrade(move |ws| {
+            let socket = Socket { ws, metrics: Arc::clone(&state.metrics) };
+            run(state, socket)
+        })
 }
 
-async fn send(socket: &mut WebSocket, msg: &ServerMessage) -> bool {
-    match serde_json::to_string(msg) {
-        Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
-        Err(_) => false,
+/// The WebSocket, counting the signaling (text) frames that cross it.
+struct Socket {
+    ws: WebSocket,
+    metrics: Arc<Metrics>,
+}
+
+impl Socket {
+    async fn recv(&mut self) -> Option<Result<Message, axum::Error>> {
+        let frame = self.ws.recv().await;
+        if let Some(Ok(Message::Text(_))) = frame {
+            self.metrics.signaling_message(Direction::In);
+        }
+        frame
+    }
+
+    async fn send(&mut self, msg: &ServerMessage) -> bool {
+        let Ok(text) = serde_json::to_string(msg) else { return false };
+        let sent = self.ws.send(Message::Text(text.into())).await.is_ok();
+        if sent {
+            self.metrics.signaling_message(Direction::Out);
+        }
+        sent
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) {
+        let frame = CloseFrame { code, reason: Utf8Bytes::from(reason.to_owned()) };
+        let _ = self.ws.send(Message::Close(Some(frame))).await;
     }
 }
 
 /// Sends an error and, for fatal codes, closes the socket. Returns false if the socket is done.
-async fn reject(socket: &mut WebSocket, code: ErrorCode, message: &str) -> bool {
-    let alive = send(socket, &ServerMessage::error(code, message)).await;
+async fn reject(socket: &mut Socket, code: ErrorCode, message: &str) -> bool {
+    let alive = socket.send(&ServerMessage::error(code, message)).await;
     if code.is_fatal() || !alive {
-        close(socket, 4000 + close_code(code), message).await;
+        socket.close(4000 + close_code(code), message).await;
         return false;
     }
     true
+}
+
+/// Refuses the join with a fatal error (the socket closes) and counts the outcome.
+async fn refuse(socket: &mut Socket, result: JoinResult, code: ErrorCode, message: &str) {
+    socket.metrics.join_finished(result, None);
+    reject(socket, code, message).await;
 }
 
 /// Application close codes (4xxx) mirror the HTTP status of the error code.
@@ -53,11 +91,6 @@ fn close_code(code: ErrorCode) -> u16 {
     }
 }
 
-async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
-    let frame = CloseFrame { code, reason: Utf8Bytes::from(reason.to_owned()) };
-    let _ = socket.send(Message::Close(Some(frame))).await;
-}
-
 /// Parses one text frame. Errors are phrased for the client; they never echo its content back.
 fn parse(text: &str) -> Result<ClientMessage, String> {
     serde_json::from_str(text).map_err(|e| {
@@ -66,12 +99,12 @@ fn parse(text: &str) -> Result<ClientMessage, String> {
     })
 }
 
-async fn run(state: AppState, mut socket: WebSocket) {
-    let Some(session) = join(&state, &mut socket).await else { return };
+async fn run(state: AppState, mut socket: Socket) {
+    let Some((session, join_received)) = join(&state, &mut socket).await else { return };
     let (meeting_id, attendee_id) = (session.meeting_id, session.attendee_id);
     tracing::info!(meeting = %meeting_id, attendee = %attendee_id, "participant joined");
     audit(&state, AuditAction::AttendeeJoined, meeting_id, attendee_id).await;
-    relay(&mut socket, session).await;
+    relay(&mut socket, session, join_received).await;
     tracing::info!(meeting = %meeting_id, attendee = %attendee_id, "participant left");
     audit(&state, AuditAction::AttendeeLeft, meeting_id, attendee_id).await;
 }
@@ -83,18 +116,20 @@ async fn audit(state: &AppState, action: AuditAction, meeting_id: MeetingId, att
     }
 }
 
-/// Waits for a valid `join` and enters the room. None: the socket was refused (and closed).
-async fn join(state: &AppState, socket: &mut WebSocket) -> Option<Session> {
-    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+/// Waits for a valid `join` and enters the room; also returns when the `join` frame arrived, to time the
+/// join until `joined` is sent. None: the socket was refused (and closed), or the client went away.
+async fn join(state: &AppState, socket: &mut Socket) -> Option<(Session, Instant)> {
+    let deadline = Instant::now() + JOIN_TIMEOUT;
     loop {
         let frame = match tokio::time::timeout_at(deadline, socket.recv()).await {
             Err(_) => {
-                reject(socket, ErrorCode::Unauthorized, "no join message received in time").await;
+                refuse(socket, JoinResult::Timeout, ErrorCode::Unauthorized, "no join message received in time").await;
                 return None;
             }
             Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return None,
             Ok(Some(Ok(frame))) => frame,
         };
+        let received = Instant::now();
         let text = match frame {
             Message::Text(t) => t,
             Message::Binary(_) => {
@@ -108,14 +143,13 @@ async fn join(state: &AppState, socket: &mut WebSocket) -> Option<Session> {
         let (token, audio_muted, video_muted) = match parse(&text) {
             Ok(ClientMessage::Join { token, audio_muted, video_muted }) => (token, audio_muted, video_muted),
             Ok(ClientMessage::Ping { ts }) => {
-                send(socket, &ServerMessage::Pong { ts }).await;
+                socket.send(&ServerMessage::Pong { ts }).await;
                 continue;
             }
             Ok(_) => {
-                if !reject(socket, ErrorCode::Unauthorized, "the first message must be join").await {
-                    return None;
-                }
-                continue;
+                // Unauthorized is fatal: this ends the socket.
+                refuse(socket, JoinResult::Unauthorized, ErrorCode::Unauthorized, "the first message must be join").await;
+                return None;
             }
             Err(message) => {
                 if !reject(socket, ErrorCode::BadRequest, &message).await {
@@ -128,39 +162,48 @@ async fn join(state: &AppState, socket: &mut WebSocket) -> Option<Session> {
             Ok(c) => c,
             Err(e) => {
                 tracing::info!(reason = %e, "join refused: bad token");
-                reject(socket, ErrorCode::Unauthorized, "the join token is invalid or has expired").await;
+                let message = "the join token is invalid or has expired";
+                refuse(socket, JoinResult::Unauthorized, ErrorCode::Unauthorized, message).await;
                 return None;
             }
         };
         let attendee = match state.store.find_live_attendee(claims.meeting_id, claims.attendee_id).await {
             Ok(Some(a)) => a,
             Ok(None) => {
-                reject(socket, ErrorCode::NotFound, "this meeting has ended or does not exist").await;
+                refuse(socket, JoinResult::NotFound, ErrorCode::NotFound, "this meeting has ended or does not exist").await;
                 return None;
             }
             Err(e) => {
                 tracing::error!(error = %e, "attendee lookup failed");
-                reject(socket, ErrorCode::ServiceUnavailable, "the service is temporarily unavailable").await;
+                let message = "the service is temporarily unavailable";
+                refuse(socket, JoinResult::Unavailable, ErrorCode::ServiceUnavailable, message).await;
                 return None;
             }
         };
         if state.shutdown.is_triggered() {
-            reject(socket, ErrorCode::ServiceUnavailable, "the server is shutting down").await;
+            refuse(socket, JoinResult::ShuttingDown, ErrorCode::ServiceUnavailable, "the server is shutting down").await;
             return None;
         }
         let name = attendee.external_user_id.as_str().to_owned();
         return match state.rooms.join(claims.meeting_id, claims.attendee_id, name, audio_muted, video_muted) {
-            Ok(session) => Some(session),
-            Err(e @ (JoinError::Full | JoinError::ShuttingDown)) => {
-                reject(socket, ErrorCode::ServiceUnavailable, &e.to_string()).await;
+            // Counted as `ok` when `joined` has been sent (in `relay`).
+            Ok(session) => Some((session, received)),
+            Err(e) => {
+                let result = match e {
+                    JoinError::Full => JoinResult::Full,
+                    JoinError::ShuttingDown => JoinResult::ShuttingDown,
+                };
+                refuse(socket, result, ErrorCode::ServiceUnavailable, &e.to_string()).await;
                 None
             }
         };
     }
 }
 
-/// Moves messages both ways until either side is done.
-async fn relay(socket: &mut WebSocket, mut session: Session) {
+/// Moves messages both ways until either side is done. The room queues `joined` first, so the first
+/// message sent ends the timed join that began at `join_received`.
+async fn relay(socket: &mut Socket, mut session: Session, join_received: Instant) {
+    let mut join_pending = true;
     loop {
         tokio::select! {
             frame = socket.recv() => {
@@ -186,12 +229,16 @@ async fn relay(socket: &mut WebSocket, mut session: Session) {
             }
             out = session.outbound.recv() => match out {
                 Some(Outbound::Message(msg)) => {
-                    if !send(socket, &msg).await {
+                    if !socket.send(&msg).await {
                         return;
+                    }
+                    if join_pending && matches!(msg, ServerMessage::Joined { .. }) {
+                        join_pending = false;
+                        socket.metrics.join_finished(JoinResult::Ok, Some(join_received.elapsed()));
                     }
                 }
                 Some(Outbound::Close) | None => {
-                    close(socket, 1000, "bye").await;
+                    socket.close(1000, "bye").await;
                     return;
                 }
             },

@@ -190,6 +190,12 @@ impl Rooms {
         self.lock_rooms().get(&meeting).map_or(0, |r| r.count())
     }
 
+    /// Meetings with at least one participant connected. (A room can be momentarily empty between being
+    /// created for a join and the member being added, or after the last leave and before it is forgotten.)
+    pub fn meeting_count(&self) -> usize {
+        self.lock_rooms().values().filter(|r| r.count() > 0).count()
+    }
+
     /// Participants connected across all meetings.
     pub fn total_participants(&self) -> usize {
         self.lock_rooms().values().map(|r| r.count()).sum()

@@ -1,4 +1,4 @@
-//! Counters the SFU keeps; read by tests and (later) `/metrics`.
+//! Counters the SFU keeps; read by tests and, at scrape time, by `/metrics` (`crate::metrics`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
