@@ -7,6 +7,7 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -33,7 +34,10 @@ pub struct SignalingReceiver(SplitStream<Ws>);
 impl SignalingClient {
     /// Connects to `ws://host:port/ws` (or `wss://`).
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
-        let (ws, _response) = tokio_tungstenite::connect_async(url).await?;
+        // Signaling frames are small: a 4 KiB read chunk instead of tungstenite's 128 KiB (which it allocates
+        // up front) lets a load tester hold thousands of sockets; no write batching, every frame leaves at once.
+        let config = WebSocketConfig::default().read_buffer_size(4 * 1024).write_buffer_size(0).max_message_size(Some(crate::MAX_FRAME_BYTES));
+        let (ws, _response) = tokio_tungstenite::connect_async_with_config(url, Some(config), false).await?;
         let (sink, stream) = ws.split();
         Ok(Self { sender: SignalingSender(sink), receiver: SignalingReceiver(stream) })
     }

@@ -6,8 +6,8 @@
 //! server's `/metrics`, so the report carries the server's cost (CPU seconds, memory per participant) next to
 //! what the clients saw.
 //!
-//! Phases: provision (API) overlaps the ramp (joins paced at `rate`); once every participant has joined or
-//! failed, the hold phase lasts `duration`; then everyone leaves and the meetings are deleted.
+//! Phases: provision (API: every meeting and attendee), ramp (joins paced at `rate`), hold (`duration`, once
+//! every participant has joined or failed), leave, and delete the meetings.
 
 pub mod api;
 pub mod media;
@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// Everything a run needs; the CLI fills it from flags.
 #[derive(Debug, Clone)]
@@ -125,63 +125,53 @@ async fn run_participants(options: &Options, api: &Arc<Api>, before: Option<scra
     let progress = progress::Progress::new(options.progress, total as u64);
     let started = Instant::now();
 
-    // Provision meetings and attendees ahead of the joins, a bounded number of calls in flight.
-    let (tickets_tx, mut tickets_rx) = mpsc::channel::<Ticket>(total.clamp(1, 4096));
-    let meeting_ids = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let slots: Arc<std::sync::Mutex<Vec<Arc<MeetingSlot>>>> = Arc::default();
-    let provisioner = {
-        let (api, shared, meeting_ids, slots) = (Arc::clone(api), Arc::clone(&shared), Arc::clone(&meeting_ids), Arc::clone(&slots));
-        let (meetings, per_meeting, concurrency) = (options.meetings, options.participants_per_meeting, options.api_concurrency);
-        let run = run_id();
-        tokio::spawn(async move {
-            let mut calls = futures::stream::iter(0..meetings)
-                .map(|i| provision(&api, &run, i, per_meeting))
-                .buffer_unordered(concurrency);
-            while let Some(result) = calls.next().await {
-                match result {
-                    Ok((meeting_id, tokens)) => {
-                        meeting_ids.lock().unwrap_or_else(|e| e.into_inner()).push(meeting_id);
-                        let slot = Arc::new(MeetingSlot::default());
-                        slots.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::clone(&slot));
-                        for join_token in tokens {
-                            if tickets_tx.send(Ticket { meeting: Arc::clone(&slot), join_token }).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err((meeting_id, failure)) => {
-                        if let Some(id) = meeting_id {
-                            meeting_ids.lock().unwrap_or_else(|e| e.into_inner()).push(id);
-                        }
-                        shared.error(failure.kind());
-                        // Its participants will never join: count them as failed so the ramp can end.
-                        shared.failed.fetch_add(per_meeting as u64, Ordering::Relaxed);
-                        shared.settled.fetch_add(per_meeting as u64, Ordering::Relaxed);
-                    }
+    // Provision every meeting and attendee first, a bounded number of calls in flight, so the ramp that
+    // follows measures joins alone and runs at exactly the asked-for rate.
+    progress.set_phase("provisioning");
+    let mut tickets: Vec<Ticket> = Vec::with_capacity(total);
+    let mut meeting_ids: Vec<String> = Vec::with_capacity(options.meetings);
+    let mut slots: Vec<Arc<MeetingSlot>> = Vec::with_capacity(options.meetings);
+    let run = run_id();
+    let mut calls = futures::stream::iter(0..options.meetings)
+        .map(|i| provision(api, &run, i, options.participants_per_meeting))
+        .buffered(options.api_concurrency);
+    while let Some(result) = calls.next().await {
+        match result {
+            Ok((meeting_id, tokens)) => {
+                meeting_ids.push(meeting_id);
+                let slot = Arc::new(MeetingSlot::default());
+                slots.push(Arc::clone(&slot));
+                for join_token in tokens {
+                    progress.inc();
+                    tickets.push(Ticket { meeting: Arc::clone(&slot), join_token });
                 }
             }
-        })
-    };
+            Err((meeting_id, failure)) => {
+                meeting_ids.extend(meeting_id);
+                shared.error(failure.kind());
+                // Its participants will never join: they count as failed.
+                let n = options.participants_per_meeting as u64;
+                shared.failed.fetch_add(n, Ordering::Relaxed);
+                shared.settled.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+    drop(calls);
+    let provisioned = started.elapsed();
 
-    // Pace joins at `rate`. A late ticket (provisioning slower than the rate) restarts the schedule instead
-    // of bursting to catch up, so the join rate never exceeds what was asked for.
+    // Pace joins at `rate` (a schedule, not a sleep per join, so timer slack does not lower the rate).
+    progress.set_phase("joining");
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut participants = Vec::with_capacity(total);
     let period = Duration::from_secs_f64(1.0 / options.rate);
     let ramp_started = Instant::now();
     let mut next = tokio::time::Instant::now();
     let ticker = progress.spawn_ticker(Arc::clone(&shared), media_stats.clone(), api.http().clone(), options.url.clone());
-    while let Some(ticket) = tickets_rx.recv().await {
-        let now = tokio::time::Instant::now();
-        if next + period < now {
-            next = now;
-        }
+    for ticket in tickets {
         tokio::time::sleep_until(next).await;
         next += period;
         participants.push(tokio::spawn(participant::run(Arc::clone(&shared), Arc::clone(&behaviour), ticket, stop_rx.clone())));
     }
-    let _ = provisioner.await;
-    let provisioned = started.elapsed();
     // Every participant has joined or failed (or a generous timeout passed).
     let settle_deadline = Instant::now() + Duration::from_secs(60);
     while shared.settled.load(Ordering::Relaxed) < total as u64 && Instant::now() < settle_deadline {
@@ -208,8 +198,7 @@ async fn run_participants(options: &Options, api: &Arc<Api>, before: Option<scra
     let active = ramp_started.elapsed();
     let media_final = media_stats.as_ref().map(|s| s.snapshot());
     progress.set_phase("deleting meetings");
-    let ids: Vec<String> = std::mem::take(&mut *meeting_ids.lock().unwrap_or_else(|e| e.into_inner()));
-    let mut deletes = futures::stream::iter(ids).map(|id| {
+    let mut deletes = futures::stream::iter(meeting_ids).map(|id| {
         let api = Arc::clone(api);
         async move { api.delete_meeting(&id).await }
     }).buffer_unordered(options.api_concurrency);
@@ -222,7 +211,6 @@ async fn run_participants(options: &Options, api: &Arc<Api>, before: Option<scra
     progress.finish();
     let after = scrape::scrape(api.http(), &options.url).await;
 
-    let slots = slots.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let tracks_expected: u64 = slots.iter().map(|s| { let j = s.joined.load(Ordering::Relaxed); j * j.saturating_sub(1) * 2 }).sum();
     Ok(Report::build(report::Inputs {
         options,

@@ -22,7 +22,7 @@ impl Progress {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
         bar.set_style(style);
-        bar.set_prefix("joining");
+        bar.set_prefix("starting");
         Self { bar }
     }
 
