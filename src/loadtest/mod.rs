@@ -7,3 +7,4 @@
 //! what the clients saw.
 
 pub mod media;
+pub mod stats;

@@ -1,0 +1,314 @@
+//! The load tester's media side against the real server: two participants, each with a `MediaSession`
+//! publishing synthetic Opus + VP8 through the SFU, must receive each other's tracks with the counts,
+//! loss and forwarding delay a loopback link gives, and the server's own counters must agree.
+
+mod common;
+mod support;
+
+use common::{TestServer, meeting_id};
+use reqwest::StatusCode;
+use signaling::{ClientMessage, ServerMessage, SignalingClient};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::media_peer::eventually;
+use support::ws::{bridge, next};
+use telehealth_gateway::loadtest::media::{MediaOptions, MediaSession, MediaSnapshot, MediaStats};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+const T: Duration = Duration::from_secs(5);
+
+fn loopback(video_bitrate_bps: u64) -> MediaOptions {
+    MediaOptions { video_bitrate_bps, video_fps: 30, bind_ips: vec!["127.0.0.1".parse().unwrap()] }
+}
+
+/// A participant as the load tester drives one: a joined signaling socket whose media messages go to a
+/// `MediaSession`. Its own stats, so the test can check each side.
+struct Participant {
+    stats: Arc<MediaStats>,
+    errors: Arc<Mutex<Vec<String>>>,
+    stop: oneshot::Sender<()>,
+    driver: JoinHandle<()>,
+}
+
+impl Participant {
+    async fn join(url: &str, token: &str, options: &MediaOptions) -> Self {
+        let mut client = SignalingClient::connect(url).await.expect("websocket connects");
+        client.send(&ClientMessage::Join { token: token.into(), audio_muted: false, video_muted: false }).await.unwrap();
+        let first = next(&mut client, T).await;
+        assert!(matches!(first, ServerMessage::Joined { .. }), "{first:?}");
+        let (out, mut incoming) = bridge(client);
+        let stats = Arc::new(MediaStats::default());
+        let session = MediaSession::start(options, out, Arc::clone(&stats)).await.expect("media session starts");
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let (stop, mut stopped) = oneshot::channel();
+        let errs = Arc::clone(&errors);
+        let driver = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    msg = incoming.recv() => match msg {
+                        Some(msg) => if let Err(e) = session.handle(&msg).await {
+                            errs.lock().unwrap().push(format!("{e:#}"));
+                        },
+                        None => break,
+                    },
+                }
+            }
+            session.close().await;
+        });
+        Self { stats, errors, stop, driver }
+    }
+
+    async fn leave(self) -> (MediaSnapshot, Vec<String>) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(T, self.driver).await.expect("session closes in time").expect("driver task");
+        let errors = self.errors.lock().unwrap().clone();
+        (self.stats.snapshot(), errors)
+    }
+}
+
+async fn two_participants(server: &TestServer, options: &MediaOptions) -> [Participant; 2] {
+    let meeting = server.create_meeting().await;
+    let id = meeting_id(&meeting);
+    let url = meeting["meeting"]["MediaPlacement"]["SignalingUrl"].as_str().unwrap().to_owned();
+    let mut tokens = Vec::new();
+    for name in ["Load Tester A", "Load Tester B"] {
+        let (status, body) = server.create_attendee(&id, name).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        tokens.push(body["attendee"]["JoinToken"].as_str().unwrap().to_owned());
+    }
+    [Participant::join(&url, &tokens[0], options).await, Participant::join(&url, &tokens[1], options).await]
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    part as f64 / whole.max(1) as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_media_sessions_receive_each_other_through_the_server_with_low_loss_and_delay() {
+    let server = TestServer::start().await;
+    let sfu = server.state.rooms.sfu().clone();
+    let [a, b] = two_participants(&server, &loopback(500_000)).await;
+
+    // Both connected, both see both of the other's tracks, and packets flow both ways.
+    let up = eventually(Duration::from_secs(15), || {
+        [&a, &b].iter().all(|p| {
+            let s = p.stats.snapshot();
+            s.peer_connections_connected == 1 && s.tracks_received == 2 && s.packets_received > 50
+        })
+    })
+    .await;
+    assert!(up, "media did not come up: A {:?}\nB {:?}\nserver {:?}", a.stats.snapshot(), b.stats.snapshot(), sfu.stats.snapshot());
+
+    // A measurement window on a steady flow: what one side sends, the other receives, and the server
+    // agrees it forwarded that much. (Receivers publish every 100 ms and a few packets are in flight at
+    // either edge, hence the tolerances.)
+    let (a0, b0, sfu0) = (a.stats.snapshot(), b.stats.snapshot(), sfu.stats.snapshot());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (a1, b1, sfu1) = (a.stats.snapshot(), b.stats.snapshot(), sfu.stats.snapshot());
+    let sent_by_a = a1.packets_sent - a0.packets_sent;
+    let sent_by_b = b1.packets_sent - b0.packets_sent;
+    let got_by_a = a1.packets_received - a0.packets_received;
+    let got_by_b = b1.packets_received - b0.packets_received;
+    let forwarded = sfu1.packets_out - sfu0.packets_out;
+    eprintln!("window: A sent {sent_by_a} got {got_by_a}; B sent {sent_by_b} got {got_by_b}; server forwarded {forwarded}");
+    // 500 kbps at 30 fps is ~2,083 bytes a frame (2 packets), so ~60 video + 50 audio packets/s each.
+    for (who, sent) in [("A", sent_by_a), ("B", sent_by_b)] {
+        assert!((250..=400).contains(&sent), "{who} sent {sent} packets in 3 s, expected ~330");
+    }
+    for (who, sent, got) in [("B from A", sent_by_a, got_by_b), ("A from B", sent_by_b, got_by_a)] {
+        let r = ratio(got, sent);
+        assert!((0.8..=1.1).contains(&r), "{who}: received {got} of {sent} sent in the window ({r:.2})");
+    }
+    let received = got_by_a + got_by_b;
+    let r = ratio(received, forwarded);
+    assert!((0.85..=1.1).contains(&r), "clients received {received}, server forwarded {forwarded} ({r:.2})");
+
+    let (a_end, a_errors) = a.leave().await;
+    let (b_end, b_errors) = b.leave().await;
+    assert!(a_errors.is_empty() && b_errors.is_empty(), "server messages refused: {a_errors:?} {b_errors:?}");
+    eprintln!("A: {a_end:?}\nB: {b_end:?}\nserver: {:?}", sfu.stats.snapshot());
+    for (who, s) in [("A", &a_end), ("B", &b_end)] {
+        assert_eq!((s.tracks_published, s.tracks_received), (2, 2), "{who}: {s:?}");
+        assert_eq!(s.peer_connections_connected, 0, "{who} counts as connected after close");
+        assert!(s.packets_expected >= s.packets_received / 2, "{who}: expected counts every track: {s:?}");
+        let loss = ratio(s.packets_lost, s.packets_expected);
+        assert!(loss < 0.05, "{who}: lost {} of {} ({loss:.3})", s.packets_lost, s.packets_expected);
+        let delay = &s.forwarding_delay_us;
+        assert!(delay.count >= s.packets_received * 9 / 10, "{who}: most packets carry a send time: {s:?}");
+        assert!(delay.p50 > 0.0 && delay.p50 < 200_000.0, "{who}: median forwarding delay {} µs", delay.p50);
+        assert!(delay.p50 <= delay.p95 && delay.p95 <= delay.p99 && delay.p99 <= delay.max, "{who}: {delay:?}");
+        // The SFU asks every publisher for a keyframe when a subscriber starts receiving.
+        assert!(s.keyframe_requests_received >= 1, "{who}: no PLI reached the video sender: {s:?}");
+    }
+}
+
+#[tokio::test]
+async fn bad_server_messages_are_errors_and_unrelated_ones_are_ignored() {
+    let (out, mut sent) = mpsc::unbounded_channel();
+    let stats = Arc::new(MediaStats::default());
+    let session = MediaSession::start(&loopback(100_000), out, Arc::clone(&stats)).await.expect("session starts");
+    let offer = sent.recv().await.expect("the offer goes out first");
+    assert!(matches!(offer, ClientMessage::Offer { ref sdp } if sdp.contains("VP8") && sdp.contains("opus")), "{offer:?}");
+
+    assert!(session.handle(&ServerMessage::Answer { sdp: "not sdp".into() }).await.is_err());
+    assert!(session.handle(&ServerMessage::Offer { sdp: "v=0".into() }).await.is_err());
+    let junk = signaling::IceCandidate {
+        candidate: "candidate:garbage".into(),
+        sdp_mid: Some("0".into()),
+        sdp_mline_index: Some(0),
+        username_fragment: None,
+    };
+    assert!(session.handle(&ServerMessage::Candidate { candidate: junk }).await.is_err());
+    session.handle(&ServerMessage::Pong { ts: Some(1) }).await.expect("non-media messages are ignored");
+    session.handle(&ServerMessage::ParticipantCount { count: 3 }).await.expect("non-media messages are ignored");
+
+    session.close().await;
+    let s = stats.snapshot();
+    assert_eq!((s.tracks_published, s.peer_connections_connected, s.packets_sent), (2, 0, 0), "{s:?}");
+}
+
+#[test]
+fn options_with_nothing_to_bind_or_no_frame_rate_are_refused() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let stats = Arc::new(MediaStats::default());
+        let (out, _rx) = mpsc::unbounded_channel();
+        let no_ips = MediaOptions { bind_ips: vec![], ..loopback(100_000) };
+        assert!(MediaSession::start(&no_ips, out.clone(), Arc::clone(&stats)).await.is_err());
+        let no_fps = MediaOptions { video_fps: 0, ..loopback(100_000) };
+        assert!(MediaSession::start(&no_fps, out, stats).await.is_err());
+    });
+}
+
+/// CPU seconds (user + system) of this process's threads, summed per thread name.
+fn cpu_by_thread_name() -> HashMap<String, f64> {
+    let ticks_per_second: f64 = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0);
+    let mut by_name = HashMap::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        // After "pid (name) ": state is field 3 overall, utime field 14, stime field 15.
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let ticks = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        *by_name.entry(stat[open + 1..close].to_owned()).or_insert(0.0) += ticks / ticks_per_second;
+    }
+    by_name
+}
+
+fn cpu_of(threads: &HashMap<String, f64>, prefix: &str) -> f64 {
+    threads.iter().filter(|(name, _)| name.starts_with(prefix)).map(|(_, cpu)| cpu).sum()
+}
+
+/// Sums over every participant's snapshot.
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    packets_sent: u64,
+    bytes_sent: u64,
+    packets_received: u64,
+    packets_lost: u64,
+    packets_expected: u64,
+}
+
+fn totals(participants: &[Participant]) -> Totals {
+    participants.iter().map(|p| p.stats.snapshot()).fold(Totals::default(), |t, s| Totals {
+        packets_sent: t.packets_sent + s.packets_sent,
+        bytes_sent: t.bytes_sent + s.bytes_sent,
+        packets_received: t.packets_received + s.packets_received,
+        packets_lost: t.packets_lost + s.packets_lost,
+        packets_expected: t.packets_expected + s.packets_expected,
+    })
+}
+
+/// Measures what pacing and receiving media costs the load generator, apart from the server: the server
+/// runs on its own runtime (threads `gw-server`), the sessions on another (`lt-client`), and the test
+/// reads each thread's CPU time from /proc. Both share this machine's cores.
+///
+/// `cargo test --release --test loadtest_media -- --ignored --nocapture`
+/// (env: LOADTEST_MEDIA_SESSIONS, default 20; LOADTEST_MEDIA_KBPS, default 1500; LOADTEST_MEDIA_SECS, default 10)
+#[test]
+#[ignore = "a measurement, not a check; run it in release"]
+fn pacing_cost_of_many_sessions() {
+    let env = |k: &str, default: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let sessions = env("LOADTEST_MEDIA_SESSIONS", 20) as usize;
+    let (kbps, secs) = (env("LOADTEST_MEDIA_KBPS", 1500), env("LOADTEST_MEDIA_SECS", 10));
+    let runtime = |name: &str| {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name(name).enable_all().build().unwrap()
+    };
+    let (server_rt, client_rt) = (runtime("gw-server"), runtime("lt-client"));
+    let server = server_rt.block_on(TestServer::start());
+    let sfu = server.state.rooms.sfu().clone();
+    let (url, tokens) = server_rt.block_on(async {
+        let mut url = String::new();
+        let mut tokens = Vec::new();
+        for _ in 0..sessions.div_ceil(2) {
+            let meeting = server.create_meeting().await;
+            let id = meeting_id(&meeting);
+            url = meeting["meeting"]["MediaPlacement"]["SignalingUrl"].as_str().unwrap().to_owned();
+            for name in ["Load Tester A", "Load Tester B"] {
+                let (status, body) = server.create_attendee(&id, name).await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                tokens.push(body["attendee"]["JoinToken"].as_str().unwrap().to_owned());
+            }
+        }
+        tokens.truncate(sessions);
+        (url, tokens)
+    });
+    client_rt.block_on(async {
+        let options = loopback(kbps * 1000);
+        let mut participants = Vec::new();
+        for token in &tokens {
+            participants.push(Participant::join(&url, token, &options).await);
+        }
+        let all_up = eventually(Duration::from_secs(60), || {
+            participants.iter().all(|p| {
+                let s = p.stats.snapshot();
+                s.peer_connections_connected == 1 && (sessions % 2 == 1 || s.tracks_received == 2)
+            })
+        })
+        .await;
+        let up = participants.iter().filter(|p| p.stats.snapshot().peer_connections_connected == 1).count();
+        assert!(all_up, "only {up} of {sessions} sessions came up");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+
+        let (cpu0, t0, sfu0, started) = (cpu_by_thread_name(), totals(&participants), sfu.stats.snapshot(), Instant::now());
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let (cpu1, t1, sfu1, wall) = (cpu_by_thread_name(), totals(&participants), sfu.stats.snapshot(), started.elapsed().as_secs_f64());
+
+        let cpu = |prefix: &str| cpu_of(&cpu1, prefix) - cpu_of(&cpu0, prefix);
+        let (client_cpu, server_cpu, process_cpu) = (cpu("lt-client"), cpu("gw-server"), cpu(""));
+        let sent = t1.packets_sent - t0.packets_sent;
+        let received = t1.packets_received - t0.packets_received;
+        let per_second = |n: u64| n as f64 / wall;
+        let percent = |cpu: f64| 100.0 * cpu / wall;
+        eprintln!("{sessions} sessions at {kbps} kbps video for {wall:.1} s:");
+        eprintln!(
+            "  clients sent {:.0} pkt/s ({:.1} Mbit/s payload), received {:.0} pkt/s; server forwarded {:.0} pkt/s",
+            per_second(sent),
+            per_second(t1.bytes_sent - t0.bytes_sent) * 8.0 / 1e6,
+            per_second(received),
+            per_second(sfu1.packets_out - sfu0.packets_out),
+        );
+        eprintln!("  lost in the window: {} of {}", t1.packets_lost - t0.packets_lost, t1.packets_expected - t0.packets_expected);
+        eprintln!(
+            "  CPU: clients {:.0}% of a core ({:.1} µs per packet sent or received), server {:.0}%, whole process {:.0}%",
+            percent(client_cpu),
+            1e6 * client_cpu / (sent + received).max(1) as f64,
+            percent(server_cpu),
+            percent(process_cpu),
+        );
+        for p in participants {
+            let (_, errors) = p.leave().await;
+            assert!(errors.is_empty(), "server messages refused: {errors:?}");
+        }
+    });
+    server_rt.block_on(server.stop());
+}
