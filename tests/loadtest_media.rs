@@ -275,7 +275,8 @@ fn pacing_cost_of_many_sessions() {
             })
         })
         .await;
-        assert!(all_up, "not every session came up");
+        let up = participants.iter().filter(|p| p.stats.snapshot().peer_connections_connected == 1).count();
+        assert!(all_up, "only {up} of {sessions} sessions came up");
         tokio::time::sleep(Duration::from_secs(2)).await;
 
         let (cpu0, t0, sfu0, started) = (cpu_by_thread_name(), totals(&participants), sfu.stats.snapshot(), Instant::now());
