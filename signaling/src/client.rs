@@ -36,7 +36,10 @@ impl SignalingClient {
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
         // Signaling frames are small: a 4 KiB read chunk instead of tungstenite's 128 KiB (which it allocates
         // up front) lets a load tester hold thousands of sockets; no write batching, every frame leaves at once.
-        let config = WebSocketConfig::default().read_buffer_size(4 * 1024).write_buffer_size(0).max_message_size(Some(crate::MAX_FRAME_BYTES));
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4 * 1024)
+            .write_buffer_size(0)
+            .max_message_size(Some(crate::MAX_FRAME_BYTES));
         let (ws, _response) = tokio_tungstenite::connect_async_with_config(url, Some(config), false).await?;
         let (sink, stream) = ws.split();
         Ok(Self { sender: SignalingSender(sink), receiver: SignalingReceiver(stream) })

@@ -97,7 +97,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         report.write_json(path).with_context(|| format!("writing {}", path.display()))?;
         for (suffix, title, histogram) in report.pictures() {
             let svg = plot::sibling(path, suffix);
-            plot::write_histogram_svg(&svg, &title, &histogram).with_context(|| format!("writing {}", svg.display()))?;
+            plot::write_histogram_svg(&svg, title, histogram).with_context(|| format!("writing {}", svg.display()))?;
         }
     }
     Ok(report)
