@@ -38,12 +38,11 @@ use anyhow::{Context, anyhow, bail};
 use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use rtc::interceptor::{Registry, Slot};
-use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
 use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use serde::Serialize;
 use signaling::{ClientMessage, ServerMessage};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -63,7 +62,7 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::sfu::keyframe::{KeyframeRequestMarker, is_keyframe_request};
-use crate::sfu::{candidate_from_init, candidate_to_init};
+use crate::sfu::{candidate_from_init, candidate_to_init, rtp_track};
 
 /// Marks a synthetic payload's trailer; packets without it (not ours) are counted but not timed.
 const MAGIC: [u8; 4] = *b"THgw";
@@ -422,23 +421,14 @@ impl Outgoing {
         channels: u16,
     ) -> anyhow::Result<Self> {
         let ssrc = rand::random::<u32>();
-        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-            "loadtest".to_owned(),
-            format!("loadtest-{kind}"),
-            format!("loadtest-{kind}"),
-            kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-                codec: RTCRtpCodec {
-                    mime_type: mime.to_owned(),
-                    clock_rate,
-                    channels,
-                    sdp_fmtp_line: fmtp.to_owned(),
-                    ..Default::default()
-                },
-                ..Default::default()
-            }],
-        )));
+        let codec = RTCRtpCodec {
+            mime_type: mime.to_owned(),
+            clock_rate,
+            channels,
+            sdp_fmtp_line: fmtp.to_owned(),
+            ..Default::default()
+        };
+        let track = rtp_track("loadtest".to_owned(), format!("loadtest-{kind}"), kind, codec, ssrc);
         let sender = pc
             .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
             .await

@@ -198,15 +198,7 @@ async fn run_participants(options: &Options, api: &Arc<Api>, before: Option<scra
     let active = ramp_started.elapsed();
     let media_final = media_stats.as_ref().map(|s| s.snapshot());
     progress.set_phase("deleting meetings");
-    let mut deletes = futures::stream::iter(meeting_ids).map(|id| {
-        let api = Arc::clone(api);
-        async move { api.delete_meeting(&id).await }
-    }).buffer_unordered(options.api_concurrency);
-    while let Some(result) = deletes.next().await {
-        if let Err(failure) = result {
-            shared.error(failure.kind());
-        }
-    }
+    delete_meetings(api, meeting_ids, options.api_concurrency, &shared).await;
     let server_samples = ticker.finish().await;
     progress.finish();
     let after = scrape::scrape(api.http(), &options.url).await;
@@ -223,6 +215,21 @@ async fn run_participants(options: &Options, api: &Arc<Api>, before: Option<scra
         },
         server: report::ServerSamples { before, window_start: hold_start, window_end: hold_end, after, during: server_samples },
     }))
+}
+
+/// Deletes the run's meetings, `concurrency` calls in flight; failures are counted by kind.
+async fn delete_meetings(api: &Arc<Api>, ids: Vec<String>, concurrency: usize, shared: &Shared) {
+    let mut deletes = futures::stream::iter(ids)
+        .map(|id| {
+            let api = Arc::clone(api);
+            async move { api.delete_meeting(&id).await }
+        })
+        .buffer_unordered(concurrency);
+    while let Some(result) = deletes.next().await {
+        if let Err(failure) = result {
+            shared.error(failure.kind());
+        }
+    }
 }
 
 type ProvisionError = (Option<String>, api::ApiFailure);
@@ -270,15 +277,7 @@ async fn run_api_only(options: &Options, api: &Arc<Api>, before: Option<scrape::
     let create_time = started.elapsed();
     let mid = scrape::scrape(api.http(), &options.url).await;
     progress.set_phase("delete-meeting");
-    let mut deletes = futures::stream::iter(created).map(|id| {
-        let api = Arc::clone(api);
-        async move { api.delete_meeting(&id).await }
-    }).buffer_unordered(options.api_concurrency);
-    while let Some(result) = deletes.next().await {
-        if let Err(failure) = result {
-            shared.error(failure.kind());
-        }
-    }
+    delete_meetings(api, created, options.api_concurrency, &shared).await;
     progress.finish();
     let after = scrape::scrape(api.http(), &options.url).await;
     let total = started.elapsed();

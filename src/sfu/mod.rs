@@ -16,7 +16,7 @@ mod track;
 pub use config::SfuConfig;
 pub use peer::{Peer, PeerError, PeerEvent, candidate_from_init, candidate_to_init};
 pub use stats::{SfuStats, SfuStatsSnapshot};
-pub use track::PublishedTrack;
+pub use track::{PublishedTrack, rtp_track};
 
 use keyframe::KeyframeRequestMarker;
 use ports::PortAllocator;

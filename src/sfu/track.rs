@@ -111,18 +111,7 @@ pub struct Subscription {
 impl Subscription {
     /// The local track to add to the subscriber's peer connection.
     pub(crate) fn local_track(published: &PublishedTrack) -> Arc<TrackLocalStaticRTP> {
-        let ssrc = rand::random::<u32>();
-        Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-            published.publisher.clone(),
-            published.id.clone(),
-            published.id.clone(),
-            published.kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-                codec: published.codec.clone(),
-                ..Default::default()
-            }],
-        )))
+        rtp_track(published.publisher.clone(), published.id.clone(), published.kind, published.codec.clone(), rand::random())
     }
 
     /// Starts forwarding `published` into `local` (already added to the subscriber's connection).
@@ -231,6 +220,23 @@ async fn relay_feedback(published: Arc<PublishedTrack>, local: Arc<TrackLocalSta
             None => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
         }
     }
+}
+
+/// An outgoing RTP track with one encoding: `stream_id` is what the receiver sees as the MediaStream id (the
+/// SFU uses the publisher's attendee id), the track id doubles as the MediaStreamTrack id. Shared with the load
+/// tester's and the tests' synthetic peers, which publish the same way.
+pub fn rtp_track(stream_id: String, track_id: String, kind: RtpCodecKind, codec: RTCRtpCodec, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        stream_id,
+        track_id.clone(),
+        track_id,
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            codec,
+            ..Default::default()
+        }],
+    )))
 }
 
 #[cfg(test)]

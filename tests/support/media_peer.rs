@@ -7,20 +7,19 @@
 #![allow(dead_code)]
 
 use rtc::interceptor::{Registry, Slot};
-use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use signaling::{ClientMessage, ServerMessage};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use telehealth_gateway::sfu::keyframe::{KeyframeRequestMarker, is_keyframe_request};
-use telehealth_gateway::sfu::{candidate_from_init, candidate_to_init};
+use telehealth_gateway::sfu::{candidate_from_init, candidate_to_init, rtp_track};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -123,23 +122,9 @@ impl VideoCodec {
 }
 
 fn local_track(kind: RtpCodecKind, mime: &str, fmtp: &str, clock_rate: u32, channels: u16, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
-    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        "synthetic".to_owned(),
-        format!("synthetic-{kind}"),
-        format!("synthetic-{kind}"),
-        kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-            codec: RTCRtpCodec {
-                mime_type: mime.to_owned(),
-                clock_rate,
-                channels,
-                sdp_fmtp_line: fmtp.to_owned(),
-                ..Default::default()
-            },
-            ..Default::default()
-        }],
-    )))
+    let codec =
+        RTCRtpCodec { mime_type: mime.to_owned(), clock_rate, channels, sdp_fmtp_line: fmtp.to_owned(), ..Default::default() };
+    rtp_track("synthetic".to_owned(), format!("synthetic-{kind}"), kind, codec, ssrc)
 }
 
 /// Writes synthetic RTP at a steady pace: Opus every 20 ms, VP8 every 33 ms.
