@@ -111,15 +111,17 @@ impl Api {
             .await
             .map_err(|source| ApiFailure::Transport { action, source })?;
         let status = response.status();
-        let value: Value = response.json().await.map_err(|source| ApiFailure::Transport { action, source })?;
+        let body = response.bytes().await.map_err(|source| ApiFailure::Transport { action, source })?;
         if let Some(stats) = self.actions.get(action) {
             stats.record(started);
         }
+        // An error from a proxy in front of the gateway may not be JSON; its status still says what happened.
+        let value: Option<Value> = serde_json::from_slice(&body).ok();
         if !status.is_success() {
-            let code = value["error"]["code"].as_str().unwrap_or("").to_owned();
+            let code = value.as_ref().and_then(|v| v["error"]["code"].as_str()).unwrap_or("").to_owned();
             return Err(ApiFailure::Status { action, status: status.as_u16(), code });
         }
-        Ok(value)
+        value.ok_or(ApiFailure::Shape { action })
     }
 
     /// Returns the new meeting's MeetingId.
