@@ -3,7 +3,7 @@
 //!
 //! Interface used by the participant driver (`participant.rs`):
 //!
-//! ```ignore
+//! ```text
 //! let media = MediaSession::start(&options, out_tx, Arc::clone(&stats)).await?; // sends the offer via out_tx
 //! media.handle(&server_message).await?;  // offer / answer / candidate; anything else is ignored
 //! media.close().await;
