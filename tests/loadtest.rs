@@ -37,7 +37,8 @@ async fn loadtest(server: &TestServer, key: &str, args: &[&str]) -> (bool, Strin
         Duration::from_secs(120),
         tokio::process::Command::new(BIN)
             .arg("loadtest")
-            .args(["--url", &server.url(""), "--api-key", key, "--quiet", "--json"])
+            .args(if args.contains(&"--url") { vec![] } else { vec!["--url".to_owned(), server.url("")] })
+            .args(["--api-key", key, "--quiet", "--json"])
             .arg(&json)
             .args(args)
             .env("RUST_LOG", "off")
@@ -142,6 +143,21 @@ async fn signaling_run_counts_every_participant_and_meeting() {
         assert_eq!(delta("telehealth_api_request_duration_seconds_count", &labels), count, "{action}");
     }
     assert!(n(&r["server"]["memory_per_participant_bytes"]).is_finite());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_tls_with_the_self_signed_certificate() {
+    let server = TestServer::start().await;
+    let url = server.https_url("");
+    let args = ["--url", url.as_str(), "--meetings", "2", "--participants-per-meeting", "2", "--duration", "200ms"];
+    // Without --insecure the development certificate is (rightly) refused.
+    let (ok, out, _) = loadtest(&server, &server.key, &args).await;
+    assert!(!ok && out.contains("api create-meeting connection"), "{out}");
+    let (ok, out, report) = loadtest(&server, &server.key, &[&args[..], &["--insecure"]].concat()).await;
+    assert!(ok, "{out}");
+    let r = report.unwrap();
+    assert_eq!(r["participants"]["joined"], 4, "{r:#}");
+    assert_eq!(n(&r["server"]["participants_peak"]), 4.0, "{r:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

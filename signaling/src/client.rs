@@ -8,7 +8,8 @@ use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use std::sync::Arc;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -32,15 +33,22 @@ pub struct SignalingSender(SplitSink<Ws, Message>);
 pub struct SignalingReceiver(SplitStream<Ws>);
 
 impl SignalingClient {
-    /// Connects to `ws://host:port/ws` (or `wss://`).
+    /// Connects to `ws://host:port/ws`, or `wss://` verified against the web PKI roots.
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
+        Self::connect_with_tls(url, None).await
+    }
+
+    /// Like `connect`, with the caller's TLS configuration for `wss://` (e.g. one that trusts a gateway's
+    /// self-signed development certificate).
+    pub async fn connect_with_tls(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Self, ClientError> {
         // Signaling frames are small: a 4 KiB read chunk instead of tungstenite's 128 KiB (which it allocates
         // up front) lets a load tester hold thousands of sockets; no write batching, every frame leaves at once.
         let config = WebSocketConfig::default()
             .read_buffer_size(4 * 1024)
             .write_buffer_size(0)
             .max_message_size(Some(crate::MAX_FRAME_BYTES));
-        let (ws, _response) = tokio_tungstenite::connect_async_with_config(url, Some(config), false).await?;
+        let connector = tls.map(Connector::Rustls);
+        let (ws, _response) = tokio_tungstenite::connect_async_tls_with_config(url, Some(config), false, connector).await?;
         let (sink, stream) = ws.split();
         Ok(Self { sender: SignalingSender(sink), receiver: SignalingReceiver(stream) })
     }

@@ -18,6 +18,7 @@ pub mod recorder;
 pub mod report;
 pub mod scrape;
 pub mod stats;
+pub mod tls;
 
 use anyhow::Context;
 use api::Api;
@@ -114,6 +115,7 @@ async fn run_participants(options: &Options, api: &Arc<Api>, before: Option<scra
     let media_stats = options.media.then(|| Arc::new(MediaStats::default()));
     let behaviour = Arc::new(Behaviour {
         ws_url: options.ws_url(),
+        tls: options.insecure.then(tls::accept_any_certificate),
         ping_interval: options.ping_interval,
         media: media_stats.as_ref().map(|s| {
             (

@@ -68,6 +68,8 @@ impl Shared {
 /// How a participant behaves once in.
 pub struct Behaviour {
     pub ws_url: String,
+    /// TLS for `wss://` (None: the web PKI roots).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     pub ping_interval: Duration,
     pub media: Option<(MediaOptions, Arc<MediaStats>)>,
 }
@@ -100,7 +102,7 @@ pub async fn run(shared: Arc<Shared>, behaviour: Arc<Behaviour>, ticket: Ticket,
 /// Connects and joins; Err is the error kind for the report.
 async fn join(shared: &Shared, behaviour: &Behaviour, ticket: &Ticket) -> Result<(SignalingSender, SignalingReceiver), String> {
     let started = Instant::now();
-    let client = match tokio::time::timeout(CONNECT_TIMEOUT, SignalingClient::connect(&behaviour.ws_url)).await {
+    let client = match tokio::time::timeout(CONNECT_TIMEOUT, SignalingClient::connect_with_tls(&behaviour.ws_url, behaviour.tls.clone())).await {
         Err(_) => return Err("ws connect timeout".into()),
         Ok(Err(e)) => return Err(connect_error_kind(&e)),
         Ok(Ok(c)) => c,
