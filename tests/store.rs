@@ -68,7 +68,7 @@ fn attendee(meeting: MeetingId, name: &str) -> AttendeeRecord {
 async fn a_meeting_round_trips_and_disappears_once_deleted() {
     on_both(|store| async move {
         let m = meeting();
-        store.insert_meeting(&m).await.unwrap();
+        store.insert_meeting(&m, &AuditActor::System).await.unwrap();
         let got = store.find_live_meeting(m.id).await.unwrap().expect("stored");
         assert_eq!((got.id, got.external_meeting_id.as_str(), got.appointment_id.as_deref()), (m.id, "appointment-1", Some("1")));
         assert_eq!((got.provider.as_str(), got.media_region.as_str()), ("local", "us-east-1"));
@@ -84,7 +84,7 @@ async fn a_meeting_round_trips_and_disappears_once_deleted() {
 async fn attendees_are_listed_in_order_and_found_only_while_their_meeting_lives() {
     on_both(|store| async move {
         let m = meeting();
-        store.insert_meeting(&m).await.unwrap();
+        store.insert_meeting(&m, &AuditActor::System).await.unwrap();
         let a = attendee(m.id, "Dr. Smith");
         let b = attendee(m.id, "Pat Patient");
         assert_eq!(store.insert_attendee(&a, 250).await.unwrap(), InsertAttendee::Inserted);
@@ -112,7 +112,7 @@ async fn attendees_are_listed_in_order_and_found_only_while_their_meeting_lives(
 async fn concurrent_attendee_inserts_never_exceed_the_limit() {
     on_both(|store| async move {
         let m = meeting();
-        store.insert_meeting(&m).await.unwrap();
+        store.insert_meeting(&m, &AuditActor::System).await.unwrap();
         let tries: Vec<_> = (0..12).map(|i| attendee(m.id, &format!("Attendee {i}"))).collect();
         let results = futures::future::join_all(tries.iter().map(|a| store.insert_attendee(a, 5))).await;
         let inserted = results.iter().filter(|r| *r.as_ref().unwrap() == InsertAttendee::Inserted).count();
@@ -185,10 +185,119 @@ async fn a_reopened_sqlite_file_keeps_its_meetings() {
     let m = meeting();
     {
         let store = SqliteStore::connect(&url).await.unwrap();
-        store.insert_meeting(&m).await.unwrap();
+        store.insert_meeting(&m, &AuditActor::System).await.unwrap();
         store.insert_attendee(&attendee(m.id, "Dr. Smith"), 250).await.unwrap();
     }
     let store = SqliteStore::connect(&url).await.unwrap();
     assert!(store.find_live_meeting(m.id).await.unwrap().is_some());
     assert_eq!(store.list_attendees(m.id).await.unwrap().len(), 1);
+}
+
+fn created_by(fingerprint: &str) -> AuditActor {
+    AuditActor::ApiKey { fingerprint: fingerprint.into() }
+}
+
+#[tokio::test]
+async fn a_meeting_is_stored_with_its_creation_audit_line() {
+    on_both(|store| async move {
+        let m = meeting();
+        store.insert_meeting(&m, &created_by("0123456789ab")).await.unwrap();
+        let log = store.audit_for_meeting(m.id).await.unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!((log[0].action.as_str(), log[0].actor.as_str()), ("meeting.created", "api-key:0123456789ab"));
+        assert_eq!((log[0].meeting_id, log[0].detail.as_deref()), (Some(m.id), Some("provider=local")));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn five_hundred_concurrent_writes_all_land_and_read_back() {
+    on_both(|store| async move {
+        let meetings: Vec<MeetingRecord> = (0..500).map(|_| meeting()).collect();
+        let joined: Vec<_> = meetings.iter().map(|m| (m.id, AttendeeId::new())).collect();
+        let creates = futures::future::join_all(meetings.iter().map(|m| store.insert_meeting(m, &AuditActor::System)));
+        let audits = futures::future::join_all(joined.iter().map(|&(m, a)| {
+            let entry = AuditEntry { meeting_id: Some(m), attendee_id: Some(a), ..Default::default() };
+            store.append_audit(AuditEntry { action: AuditAction::AttendeeJoined, ..entry })
+        }));
+        let (creates, audits) = futures::join!(creates, audits);
+        assert!(creates.iter().chain(&audits).all(Result::is_ok), "every write succeeds");
+        for (m, &(_, attendee)) in meetings.iter().zip(&joined) {
+            assert!(store.find_live_meeting(m.id).await.unwrap().is_some(), "meeting {} is stored", m.id);
+            let log = store.audit_for_meeting(m.id).await.unwrap();
+            let mut lines: Vec<_> = log.iter().map(|r| (r.action.as_str(), r.attendee_id)).collect();
+            // The two writes of one meeting raced each other; either order is fine.
+            lines.sort();
+            assert_eq!(lines, [("attendee.joined", Some(attendee)), ("meeting.created", None)], "meeting {}", m.id);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failing_write_does_not_affect_the_others_written_with_it() {
+    on_both(|store| async move {
+        let gone = meeting();
+        store.insert_meeting(&gone, &AuditActor::System).await.unwrap();
+        store.mark_meeting_deleted(gone.id).await.unwrap();
+        let live = meeting();
+        store.insert_meeting(&live, &AuditActor::System).await.unwrap();
+
+        // Issued together (on SQLite, one transaction): a duplicate MeetingId between good inserts, and an
+        // attendee for a deleted meeting between good attendees.
+        let fresh: Vec<MeetingRecord> = (0..20).map(|_| meeting()).collect();
+        let external_meeting_id = ExternalMeetingId::parse("duplicate").unwrap();
+        let duplicate = MeetingRecord { external_meeting_id, ..fresh[10].clone() };
+        let meetings = fresh[..10].iter().chain([&duplicate]).chain(&fresh[10..]);
+        let attendees: Vec<AttendeeRecord> =
+            (0..10).map(|i| attendee(if i == 5 { gone.id } else { live.id }, &format!("Attendee {i}"))).collect();
+        let by = AuditActor::System;
+        let (created, inserted) = futures::join!(
+            futures::future::join_all(meetings.map(|m| store.insert_meeting(m, &by))),
+            futures::future::join_all(attendees.iter().map(|a| store.insert_attendee(a, 250))),
+        );
+
+        let failed = created.iter().filter(|r| r.is_err()).count();
+        assert_eq!(failed, 1, "exactly one of the two inserts with the same id fails: {created:?}");
+        for m in &fresh {
+            assert!(store.find_live_meeting(m.id).await.unwrap().is_some());
+        }
+        let twice = store.audit_for_meeting(fresh[10].id).await.unwrap();
+        assert_eq!(twice.len(), 1, "the refused insert left no audit line");
+        let outcomes: Vec<_> = inserted.into_iter().map(Result::unwrap).collect();
+        for (i, outcome) in outcomes.iter().enumerate() {
+            let expected = if i == 5 { InsertAttendee::MeetingNotFound } else { InsertAttendee::Inserted };
+            assert_eq!(*outcome, expected, "attendee {i}");
+        }
+        assert_eq!(store.list_attendees(live.id).await.unwrap().len(), 9);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_meeting_whose_audit_line_fails_is_not_stored_and_its_neighbours_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/t.db", dir.path().display());
+    let store = SqliteStore::connect(&url).await.unwrap();
+    // Stands in for any failure of the second statement of the pair.
+    sqlx::query(
+        "CREATE TRIGGER refuse_test_actor BEFORE INSERT ON audit_log WHEN NEW.actor = 'api-key:refused' \
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let ms: Vec<MeetingRecord> = (0..5).map(|_| meeting()).collect();
+    let (ok, refused) = (AuditActor::System, created_by("refused"));
+    let by = |i: usize| if i == 2 { &refused } else { &ok };
+    let results = futures::future::join_all(ms.iter().enumerate().map(|(i, m)| store.insert_meeting(m, by(i)))).await;
+    for (i, (m, r)) in ms.iter().zip(&results).enumerate() {
+        let stored = store.find_live_meeting(m.id).await.unwrap().is_some();
+        let audited = store.audit_for_meeting(m.id).await.unwrap().len();
+        if i == 2 {
+            assert!(r.is_err() && !stored && audited == 0, "neither the meeting nor its line: {r:?}");
+        } else {
+            assert!(r.is_ok() && stored && audited == 1, "meeting {i}: {r:?}");
+        }
+    }
 }

@@ -129,9 +129,10 @@ async fn dispatch(state: &AppState, req: ApiRequest, origin: &Origin, headers: &
                 .transpose()
                 .map_err(|e| ApiError::unprocessable(e.to_string()))?;
             let appointment_id = appointment_id.map(AppointmentRef::into_text).transpose()?;
+            // The provider stores the `meeting.created` audit line with the meeting, atomically.
+            let created_by = actor(&caller);
             let meeting =
-                state.meetings.create_meeting(CreateMeeting { external_meeting_id, appointment_id }, origin).await?;
-            audit(state, AuditAction::MeetingCreated, meeting.meeting_id, None, &caller).await?;
+                state.meetings.create_meeting(CreateMeeting { external_meeting_id, appointment_id, created_by }, origin).await?;
             tracing::info!(meeting_id = %meeting.meeting_id, provider = state.meetings.name(), "meeting created");
             let invite = state.auth.issue_invite(meeting.meeting_id);
             let link = format!("/telehealth-aws.html?meeting={}&invite={invite}", meeting.meeting_id);
@@ -233,19 +234,22 @@ async fn audit(
     attendee: Option<crate::ids::AttendeeId>,
     caller: &Caller,
 ) -> Result<(), ApiError> {
-    let actor = match caller {
-        Caller::ApiKey { fingerprint } => AuditActor::ApiKey { fingerprint: fingerprint.clone() },
-        Caller::Invite { .. } => AuditActor::Invite,
-    };
     let entry = AuditEntry {
         action,
         meeting_id: Some(meeting),
         attendee_id: attendee,
-        actor,
+        actor: actor(caller),
         detail: Some(format!("provider={}", state.meetings.name())),
     };
     // Fail closed: an action we could not audit is reported as failed.
     state.store.append_audit(entry).await.map_err(|e| ApiError::internal(&e))
+}
+
+fn actor(caller: &Caller) -> AuditActor {
+    match caller {
+        Caller::ApiKey { fingerprint } => AuditActor::ApiKey { fingerprint: fingerprint.clone() },
+        Caller::Invite { .. } => AuditActor::Invite,
+    }
 }
 
 /// The base URL a local meeting's URLs point at: `APP_URL` if set, else the request's own Host and the

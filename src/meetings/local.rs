@@ -84,7 +84,7 @@ impl MeetingProvider for LocalProvider {
             created_at: Utc::now(),
             deleted_at: None,
         };
-        self.store.insert_meeting(&rec).await?;
+        self.store.insert_meeting(&rec, &req.created_by).await?;
         Ok(self.to_meeting(&rec, origin))
     }
 

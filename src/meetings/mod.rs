@@ -8,7 +8,7 @@ pub mod local;
 pub use local::LocalProvider;
 
 use crate::ids::{AttendeeId, ExternalMeetingId, ExternalUserId, MeetingId};
-use crate::store::StoreError;
+use crate::store::{AuditActor, StoreError};
 use serde::{Deserialize, Serialize};
 
 /// Chime's attendee limit per meeting.
@@ -114,6 +114,8 @@ impl Origin {
 pub struct CreateMeeting {
     pub external_meeting_id: Option<ExternalMeetingId>,
     pub appointment_id: Option<String>,
+    /// Who asks: recorded in the `meeting.created` audit line, written in the same transaction as the meeting.
+    pub created_by: AuditActor,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 
 use super::*;
 use anyhow::Context;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Row};
 use std::str::FromStr;
 use std::time::Duration;
@@ -58,9 +58,25 @@ fn attendee_from_row(row: &PgRow) -> Result<AttendeeRecord, StoreError> {
     })
 }
 
+async fn append_audit(conn: &mut PgConnection, e: AuditEntry) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, action, meeting_id, attendee_id, actor, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(Utc::now())
+    .bind(e.action.as_str())
+    .bind(e.meeting_id.map(|m| m.as_uuid()))
+    .bind(e.attendee_id.map(|a| a.as_uuid()))
+    .bind(e.actor.to_column())
+    .bind(e.detail)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl Store for PgStore {
-    async fn insert_meeting(&self, m: &MeetingRecord) -> Result<(), StoreError> {
+    async fn insert_meeting(&self, m: &MeetingRecord, created_by: &AuditActor) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO meetings (id, external_meeting_id, appointment_id, provider, media_region, created_at, deleted_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -72,8 +88,10 @@ impl Store for PgStore {
         .bind(&m.media_region)
         .bind(m.created_at)
         .bind(m.deleted_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        append_audit(&mut tx, meeting_created(m, created_by)).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -147,18 +165,8 @@ impl Store for PgStore {
     }
 
     async fn append_audit(&self, e: AuditEntry) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO audit_log (at, action, meeting_id, attendee_id, actor, detail) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(Utc::now())
-        .bind(e.action.as_str())
-        .bind(e.meeting_id.map(|m| m.as_uuid()))
-        .bind(e.attendee_id.map(|a| a.as_uuid()))
-        .bind(e.actor.to_column())
-        .bind(e.detail)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        append_audit(&mut conn, e).await
     }
 
     async fn audit_for_meeting(&self, meeting: MeetingId) -> Result<Vec<AuditRecord>, StoreError> {

@@ -1,0 +1,278 @@
+//! Group commit for the SQLite store: one task owns the only writing connection, takes write jobs from a
+//! queue, and commits everything that queued up meanwhile in ONE transaction.
+//!
+//! Why: with `synchronous=FULL` every COMMIT waits for an fsync of the WAL, and the fsync, not the SQL, is
+//! what a write costs. Committing jobs one by one capped create-meeting at about one fsync per request;
+//! a batch pays one fsync for all of its jobs. Nothing waits on purpose: while one batch is being committed
+//! the next one queues up, so under light load a batch is a single job and under heavy load batches grow.
+//!
+//! Durability is unchanged: a job is answered only after the COMMIT that holds it has returned.
+//!
+//! One bad job does not sink the batch. SQLite's default conflict resolution (ABORT) undoes only the failing
+//! statement and keeps the transaction open, so the job gets its error and the others carry on (the one job
+//! of two statements, a meeting and its audit line, deletes its row again if the line fails). A few errors
+//! (I/O, disk full, out of memory, busy) may end the whole transaction
+//! (https://www.sqlite.org/lang_transaction.html); then everything the transaction held is rolled back, its
+//! jobs get an error, and the jobs not yet run start a fresh transaction. A failed COMMIT fails every job of
+//! its transaction.
+//!
+//! Each statement is a round trip to the thread sqlx runs the connection on; together with the fsync that is
+//! what bounds the writer, so jobs are kept to as few statements as possible.
+
+use super::{AttendeeRecord, AuditEntry, MeetingId, MeetingRecord, StoreError};
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteConnection;
+use sqlx::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+/// Jobs per transaction at most, so one transaction (and the latency of its first job) stays bounded.
+const MAX_BATCH: usize = 256;
+/// Jobs waiting beyond this make writers wait to enqueue (back-pressure instead of unbounded memory).
+const QUEUE: usize = 4096;
+
+/// One write. Each variant is all-or-nothing on its own.
+pub(super) enum WriteOp {
+    /// The meeting and its `meeting.created` audit line, both or neither.
+    InsertMeeting { meeting: MeetingRecord, audit: AuditEntry },
+    MarkMeetingDeleted { id: MeetingId, at: DateTime<Utc> },
+    /// Inserts only if the meeting is live and below `max_per_meeting` attendees (0 rows otherwise).
+    InsertAttendee { attendee: AttendeeRecord, max_per_meeting: u32 },
+    AppendAudit(AuditEntry),
+}
+
+struct Job {
+    op: WriteOp,
+    reply: Reply,
+}
+
+/// Where a job's outcome goes: the rows its main statement changed, or why it failed.
+type Reply = oneshot::Sender<Result<u64, StoreError>>;
+
+/// The queue's sending end; cheap to share. The writer task ends (closing its connection) once every handle
+/// is dropped and the queue is drained.
+pub(super) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    pub(super) fn spawn(conn: SqliteConnection) -> Self {
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(conn, rx));
+        Self { jobs }
+    }
+
+    /// Queues the write and waits until it is committed (or has failed). Rows changed by its main statement.
+    pub(super) async fn write(&self, op: WriteOp) -> Result<u64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(Job { op, reply }).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError(anyhow::anyhow!("the SQLite writer has stopped"))
+}
+
+async fn run(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut queue = batch.drain(..);
+        while queue.len() > 0 {
+            transaction(&mut conn, &mut queue).await;
+        }
+    }
+    if let Err(e) = conn.close().await {
+        tracing::warn!(error = %e, "closing the SQLite writer connection failed");
+    }
+}
+
+/// How a job failed.
+enum Failure {
+    /// SQLite undid only this job's statements; the transaction goes on.
+    Job(sqlx::Error),
+    /// The transaction may be gone (SQLite rolls back on some errors): it must not be committed.
+    Transaction(sqlx::Error),
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(e: sqlx::Error) -> Self {
+        if undoes_only_the_statement(&e) { Failure::Job(e) } else { Failure::Transaction(e) }
+    }
+}
+
+/// True for errors after which SQLite keeps the transaction and has undone only the failing statement:
+/// constraint violations (ABORT), a generic SQL error, a type mismatch, a value too big, a bad parameter.
+/// Anything else (I/O, disk full, out of memory, busy, a crashed worker …) is treated as fatal to the
+/// transaction, which is the safe guess.
+fn undoes_only_the_statement(e: &sqlx::Error) -> bool {
+    const ERROR: i32 = 1;
+    const TOOBIG: i32 = 18;
+    const CONSTRAINT: i32 = 19;
+    const MISMATCH: i32 = 20;
+    const RANGE: i32 = 25;
+    let sqlx::Error::Database(db) = e else { return false };
+    // sqlx reports SQLite's extended code; the primary code is its low byte.
+    let Some(code) = db.code().and_then(|c| c.parse::<i32>().ok()) else { return false };
+    matches!(code & 0xff, ERROR | TOOBIG | CONSTRAINT | MISMATCH | RANGE)
+}
+
+/// Runs jobs from `queue` in one transaction until the queue is empty or a job breaks the transaction, and
+/// answers every job it took.
+async fn transaction(conn: &mut SqliteConnection, queue: &mut std::vec::Drain<'_, Job>) {
+    // IMMEDIATE takes the write lock now: if another process holds it, the jobs fail here (after the busy
+    // timeout) rather than halfway through.
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE").await {
+        tracing::error!(error = %e, "SQLite BEGIN failed");
+        for job in queue {
+            let _ = job.reply.send(Err(batch_error("BEGIN", &e)));
+        }
+        return;
+    }
+    // Outcomes are held back until the COMMIT has returned.
+    let mut done: Vec<(Reply, Result<u64, sqlx::Error>)> = Vec::with_capacity(queue.len());
+    for job in queue.by_ref() {
+        match apply(conn, job.op).await {
+            Ok(rows) => done.push((job.reply, Ok(rows))),
+            Err(Failure::Job(e)) => done.push((job.reply, Err(e))),
+            Err(Failure::Transaction(e)) => {
+                tracing::error!(error = %e, "SQLite write failed; rolling back its batch");
+                rollback(conn).await;
+                for (reply, _) in done {
+                    let _ = reply.send(Err(batch_error("a write in the same transaction", &e)));
+                }
+                let _ = job.reply.send(Err(e.into()));
+                return;
+            }
+        }
+    }
+    match exec(conn, "COMMIT").await {
+        Ok(_) => {
+            for (reply, result) in done {
+                let _ = reply.send(result.map_err(StoreError::from));
+            }
+        }
+        Err(e) => {
+            // Whether a failed COMMIT reached the disk cannot be known; reporting failure is the honest
+            // answer (the caller may retry; ids are fresh GUIDs, so a retry cannot collide).
+            tracing::error!(error = %e, "SQLite COMMIT failed");
+            rollback(conn).await;
+            for (reply, _) in done {
+                let _ = reply.send(Err(batch_error("COMMIT", &e)));
+            }
+        }
+    }
+}
+
+/// Ends the transaction if SQLite has not already done so ("no transaction is active" is then expected).
+async fn rollback(conn: &mut SqliteConnection) {
+    let _ = exec(conn, "ROLLBACK").await;
+}
+
+/// A statement without parameters (prepared once, then cached like every other).
+async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> Result<(), sqlx::Error> {
+    sqlx::query(sql).execute(&mut *conn).await.map(drop)
+}
+
+fn batch_error(what: &str, e: &sqlx::Error) -> StoreError {
+    StoreError(anyhow::anyhow!("the write was rolled back: {what} failed: {e}"))
+}
+
+/// Runs one job's statements. Rows changed by its main statement.
+async fn apply(conn: &mut SqliteConnection, op: WriteOp) -> Result<u64, Failure> {
+    match op {
+        WriteOp::InsertMeeting { meeting, audit } => {
+            // No SAVEPOINT around the pair: every statement is a round trip to sqlx's connection thread, and
+            // the savepoint's own two would double the job's cost. If the meeting row fails, nothing was
+            // written; if its audit line fails, the row (inserted a moment ago in this same transaction, its
+            // id known to no one yet) is deleted again, which is exactly what rolling back would do.
+            insert_meeting(conn, &meeting).await?;
+            if let Err(e) = append_audit(conn, audit).await {
+                let failure = Failure::from(e);
+                if let Failure::Job(_) = failure {
+                    unwrite_meeting(conn, meeting.id).await.map_err(Failure::Transaction)?;
+                }
+                return Err(failure);
+            }
+            Ok(1)
+        }
+        WriteOp::MarkMeetingDeleted { id, at } => Ok(mark_meeting_deleted(conn, id, at).await?),
+        WriteOp::InsertAttendee { attendee, max_per_meeting } => {
+            Ok(insert_attendee(conn, &attendee, max_per_meeting).await?)
+        }
+        WriteOp::AppendAudit(entry) => Ok(append_audit(conn, entry).await?),
+    }
+}
+
+async fn insert_meeting(conn: &mut SqliteConnection, m: &MeetingRecord) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO meetings (id, external_meeting_id, appointment_id, provider, media_region, created_at, deleted_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(m.id.to_string())
+    .bind(m.external_meeting_id.as_str())
+    .bind(&m.appointment_id)
+    .bind(&m.provider)
+    .bind(&m.media_region)
+    .bind(m.created_at)
+    .bind(m.deleted_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Only for a meeting inserted earlier in the same, still open transaction (see `InsertMeeting`).
+async fn unwrite_meeting(conn: &mut SqliteConnection, id: MeetingId) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM meetings WHERE id = $1").bind(id.to_string()).execute(&mut *conn).await.map(drop)
+}
+
+async fn mark_meeting_deleted(
+    conn: &mut SqliteConnection,
+    id: MeetingId,
+    at: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("UPDATE meetings SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL")
+        .bind(at)
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// One statement, inside the writer's transaction: the liveness check, the count and the insert cannot
+/// interleave with another write.
+async fn insert_attendee(
+    conn: &mut SqliteConnection,
+    a: &AttendeeRecord,
+    max_per_meeting: u32,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO attendees (id, meeting_id, external_user_id, created_at) \
+         SELECT $1, $2, $3, $4 \
+         WHERE EXISTS (SELECT 1 FROM meetings WHERE id = $2 AND deleted_at IS NULL) \
+           AND (SELECT COUNT(*) FROM attendees WHERE meeting_id = $2) < $5",
+    )
+    .bind(a.attendee_id.to_string())
+    .bind(a.meeting_id.to_string())
+    .bind(a.external_user_id.as_str())
+    .bind(a.created_at)
+    .bind(i64::from(max_per_meeting))
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Stamped when it is written, so the log's time order matches its id order even across batches.
+async fn append_audit(conn: &mut SqliteConnection, e: AuditEntry) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO audit_log (at, action, meeting_id, attendee_id, actor, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(Utc::now())
+    .bind(e.action.as_str())
+    .bind(e.meeting_id.map(|m| m.to_string()))
+    .bind(e.attendee_id.map(|a| a.to_string()))
+    .bind(e.actor.to_column())
+    .bind(e.detail)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
