@@ -169,7 +169,14 @@ async fn run_participants(options: &Options, api: &Arc<Api>, before: Option<scra
     let ramp_started = Instant::now();
     let mut next = tokio::time::Instant::now();
     let ticker = progress.spawn_ticker(Arc::clone(&shared), media_stats.clone(), api.http().clone(), options.url.clone());
+    // Ctrl-C ends the ramp or the hold early; everyone still leaves and every meeting is still deleted.
+    let interrupt = Interrupt::watch();
     for ticket in tickets {
+        if interrupt.is_set() {
+            shared.failed.fetch_add(1, Ordering::Relaxed);
+            shared.settled.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         tokio::time::sleep_until(next).await;
         next += period;
         participants.push(tokio::spawn(participant::run(Arc::clone(&shared), Arc::clone(&behaviour), ticket, stop_rx.clone())));
@@ -186,7 +193,13 @@ async fn run_participants(options: &Options, api: &Arc<Api>, before: Option<scra
     let hold_start = scrape::scrape(api.http(), &options.url).await;
     let media_start = media_stats.as_ref().map(|s| s.snapshot());
     let hold_started = Instant::now();
-    tokio::time::sleep(options.duration).await;
+    // Nobody to hold (every join failed, e.g. a wrong key): go straight to the report.
+    if shared.joined.load(Ordering::Relaxed) > 0 {
+        tokio::select! {
+            _ = tokio::time::sleep(options.duration) => {}
+            _ = interrupt.wait() => {}
+        }
+    }
     let hold = hold_started.elapsed();
     let media_end = media_stats.as_ref().map(|s| s.snapshot());
     let hold_end = scrape::scrape(api.http(), &options.url).await;
@@ -206,6 +219,9 @@ async fn run_participants(options: &Options, api: &Arc<Api>, before: Option<scra
     let after = scrape::scrape(api.http(), &options.url).await;
 
     let tracks_expected: u64 = slots.iter().map(|s| { let j = s.joined.load(Ordering::Relaxed); j * j.saturating_sub(1) * 2 }).sum();
+    if interrupt.is_set() {
+        shared.error("interrupted (Ctrl-C)");
+    }
     Ok(Report::build(report::Inputs {
         options,
         shared: &shared,
@@ -217,6 +233,35 @@ async fn run_participants(options: &Options, api: &Arc<Api>, before: Option<scra
         },
         server: report::ServerSamples { before, window_start: hold_start, window_end: hold_end, after, during: server_samples },
     }))
+}
+
+/// Set once on Ctrl-C.
+#[derive(Clone)]
+struct Interrupt(watch::Receiver<bool>);
+
+impl Interrupt {
+    fn watch() -> Self {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                let _ = tx.send(true);
+                eprintln!("\ninterrupted: leaving and deleting the run's meetings (Ctrl-C again to quit at once)");
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+        Self(rx)
+    }
+
+    fn is_set(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    async fn wait(&self) {
+        let mut rx = self.0.clone();
+        let _ = rx.wait_for(|set| *set).await;
+    }
 }
 
 /// Deletes the run's meetings, `concurrency` calls in flight; failures are counted by kind.
