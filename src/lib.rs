@@ -2,7 +2,9 @@
 //!
 //! Module map (arrows point down only; see DESIGN.md):
 //! `cli` → `config` → `http` (api, ws) → `meetings` / `room` → `sfu`, `store`, `auth`;
-//! `http` → `metrics` (reads `room` and `sfu` when scraped).
+//! `http` → `metrics` (reads `room` and `sfu` when scraped);
+//! `cli` → `loadtest` (a client of a running gateway: `signaling`'s client, the JSON API, `/metrics`; from the
+//! gateway itself it borrows only `sfu`'s RTP-track and ICE-candidate helpers for its webrtc-rs peers).
 
 pub mod app;
 pub mod auth;
