@@ -75,8 +75,14 @@ impl PublishedTrack {
                 match event {
                     // Only the primary stream: RTX repair packets carry another SSRC and a payload
                     // that would corrupt a subscriber's decoder if forwarded as media.
-                    TrackRemoteEvent::OnRtpPacket(packet) if packet.header.ssrc == reader.media_ssrc => {
+                    TrackRemoteEvent::OnRtpPacket(mut packet) if packet.header.ssrc == reader.media_ssrc => {
                         reader.stats.packets_in.fetch_add(1, Ordering::Relaxed);
+                        // Header extension ids are negotiated per leg, so the publisher's mean nothing to a
+                        // subscriber. Dropped once here rather than per subscriber: every subscriber's copy
+                        // of the packet is then a refcount on the payload, with no extension list to allocate.
+                        packet.header.extension = false;
+                        packet.header.extensions.clear();
+                        packet.header.extensions_padding = 0;
                         // No receivers is fine: nobody subscribed yet.
                         let _ = reader.packets.send(packet);
                     }
@@ -178,10 +184,6 @@ async fn forward(published: Arc<PublishedTrack>, local: Arc<TrackLocalStaticRTP>
         }
         packet.header.ssrc = ssrc;
         packet.header.payload_type = payload_type.unwrap_or_default();
-        // Header extension ids are negotiated per leg; the publisher's would be meaningless here.
-        packet.header.extension = false;
-        packet.header.extensions.clear();
-        packet.header.extensions_padding = 0;
         let bytes = packet.payload.len() as u64;
         if local.write_rtp(packet).await.is_err() {
             // Not bound yet (negotiation in flight) or already gone; forget the mapping and retry.
