@@ -6,6 +6,7 @@
 //! - `keyframe`: the interceptor that surfaces viewers' PLI/FIR, and the upstream throttle.
 //! - `ports`: UDP port range for media sockets.
 
+mod codec;
 mod config;
 pub mod keyframe;
 mod peer;

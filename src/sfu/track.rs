@@ -7,6 +7,7 @@
 //! subscriber only*, the forwarder skips ahead and asks the publisher for a keyframe so its decoder can
 //! resume. Nobody else waits.
 
+use super::codec;
 use super::keyframe::{KeyframeReason, KeyframeThrottle, is_keyframe_request};
 use super::stats::SfuStats;
 use rtc::media_stream::MediaStreamTrack;
@@ -17,7 +18,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -159,7 +160,9 @@ async fn forward(published: Arc<PublishedTrack>, local: Arc<TrackLocalStaticRTP>
     let mut rx = published.packets.subscribe();
     let ssrc = *local.ssrcs().await.first().unwrap_or(&0);
     let mut payload_type: Option<u8> = None;
-    let mut synced = false;
+    let is_video = published.kind == RtpCodecKind::Video;
+    // A (re)starting video subscriber needs a keyframe before it can show anything.
+    let mut keyframe = KeyframeWait::new(is_video);
     loop {
         let mut packet = match rx.recv().await {
             Ok(p) => p,
@@ -167,7 +170,7 @@ async fn forward(published: Arc<PublishedTrack>, local: Arc<TrackLocalStaticRTP>
                 // Fell behind: the channel already dropped our oldest packets. Resume from the newest
                 // and get a keyframe so the decoder is not stuck on a broken reference.
                 published.stats.packets_skipped.fetch_add(skipped, Ordering::Relaxed);
-                published.request_keyframe(KeyframeReason::Resync).await;
+                keyframe = KeyframeWait::new(is_video);
                 continue;
             }
             Err(broadcast::error::RecvError::Closed) => return,
@@ -185,18 +188,61 @@ async fn forward(published: Arc<PublishedTrack>, local: Arc<TrackLocalStaticRTP>
         packet.header.ssrc = ssrc;
         packet.header.payload_type = payload_type.unwrap_or_default();
         let bytes = packet.payload.len() as u64;
+        let is_keyframe = keyframe.waiting().then(|| codec::is_keyframe(&published.codec.mime_type, &packet.payload));
         if local.write_rtp(packet).await.is_err() {
             // Not bound yet (negotiation in flight) or already gone; forget the mapping and retry.
             payload_type = None;
-            synced = false;
+            keyframe = KeyframeWait::new(is_video);
             continue;
         }
         published.stats.packets_out.fetch_add(1, Ordering::Relaxed);
         published.stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
-        if !synced {
-            // First packet this subscriber can receive: it needs a keyframe to start decoding.
-            synced = true;
+        if keyframe.after_write(is_keyframe.flatten(), Instant::now()) {
             published.request_keyframe(KeyframeReason::Resync).await;
+        }
+    }
+}
+
+/// How often a subscriber still waiting for its first keyframe asks again (the publisher-side throttle for
+/// resyncs is 200 ms, so this is what actually paces it).
+const KEYFRAME_RETRY: Duration = Duration::from_millis(300);
+
+/// A subscriber waiting for a keyframe: asks as soon as packets flow, and again every `KEYFRAME_RETRY` until a
+/// keyframe has been forwarded to it. For codecs whose keyframes we cannot recognise it asks once.
+struct KeyframeWait {
+    waiting: bool,
+    last_request: Option<Instant>,
+}
+
+impl KeyframeWait {
+    fn new(is_video: bool) -> Self {
+        Self { waiting: is_video, last_request: None }
+    }
+
+    fn waiting(&self) -> bool {
+        self.waiting
+    }
+
+    /// After a packet was forwarded (`keyframe`: whether it started a keyframe, None if unknown). True when a
+    /// keyframe should be requested now.
+    fn after_write(&mut self, keyframe: Option<bool>, now: Instant) -> bool {
+        if !self.waiting {
+            return false;
+        }
+        match keyframe {
+            Some(true) => {
+                self.waiting = false;
+                false
+            }
+            None if self.last_request.is_some() => {
+                self.waiting = false;
+                false
+            }
+            _ if self.last_request.is_none_or(|at| now.duration_since(at) >= KEYFRAME_RETRY) => {
+                self.last_request = Some(now);
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -261,5 +307,29 @@ mod tests {
         assert_eq!(negotiated_payload_type(&leg, &vp8), Some(96));
         let av1 = codec("video/AV1", "", 45).rtp_codec;
         assert_eq!(negotiated_payload_type(&leg, &av1), None);
+    }
+
+    #[test]
+    fn a_new_subscriber_asks_until_a_keyframe_arrives() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut wait = KeyframeWait::new(true);
+        assert!(wait.after_write(Some(false), at(0)), "asks with the first delta frame");
+        assert!(!wait.after_write(Some(false), at(100)), "not again within the retry interval");
+        assert!(wait.after_write(Some(false), at(300)), "again after it");
+        assert!(!wait.after_write(Some(true), at(700)), "a keyframe ends the wait");
+        assert!(!wait.waiting() && !wait.after_write(Some(false), at(2000)));
+    }
+
+    #[test]
+    fn a_keyframe_first_needs_no_request_and_unknown_codecs_ask_once() {
+        let t0 = Instant::now();
+        let mut wait = KeyframeWait::new(true);
+        assert!(!wait.after_write(Some(true), t0));
+        let mut vp9 = KeyframeWait::new(true);
+        assert!(vp9.after_write(None, t0));
+        assert!(!vp9.after_write(None, t0 + Duration::from_secs(1)) && !vp9.waiting());
+        let mut audio = KeyframeWait::new(false);
+        assert!(!audio.after_write(None, t0));
     }
 }
