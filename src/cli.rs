@@ -125,11 +125,10 @@ impl LoadtestArgs {
 }
 
 fn default_api_key() -> anyhow::Result<String> {
-    if let Some(k) = std::env::var("TELEHEALTH_API_KEYS").ok().and_then(|v| v.split(',').map(str::trim).find(|k| !k.is_empty()).map(str::to_owned)) {
+    if let Some(k) = crate::config::api_keys_from_env().into_iter().next() {
         return Ok(k);
     }
-    let dir = std::env::var("DATA_DIR").unwrap_or_else(|_| "data".into());
-    let path = std::path::Path::new(&dir).join(crate::auth::API_KEY_FILE);
+    let path = crate::config::data_dir_from_env().join(crate::auth::API_KEY_FILE);
     std::fs::read_to_string(&path)
         .map(|k| k.trim().to_owned())
         .map_err(|_| anyhow::anyhow!("no API key: pass --api-key (or TELEHEALTH_API_KEY); {} does not exist", path.display()))

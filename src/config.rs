@@ -54,6 +54,18 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
+/// `DATA_DIR`, default `data/`. Also read by the load tester to find a local gateway's generated API key.
+pub fn data_dir_from_env() -> PathBuf {
+    PathBuf::from(var("DATA_DIR").unwrap_or_else(|| "data".into()))
+}
+
+/// `TELEHEALTH_API_KEYS`, comma-separated, blanks dropped (not yet checked for length).
+pub fn api_keys_from_env() -> Vec<String> {
+    var("TELEHEALTH_API_KEYS")
+        .map(|v| v.split(',').map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect())
+        .unwrap_or_default()
+}
+
 fn parse_var<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
 where
     T::Err: std::fmt::Display,
@@ -112,7 +124,7 @@ impl Config {
     /// Reads the process environment (after loading `.env` if present).
     pub fn from_env() -> anyhow::Result<Self> {
         let _ = dotenvy::dotenv();
-        let data_dir = PathBuf::from(var("DATA_DIR").unwrap_or_else(|| "data".into()));
+        let data_dir = data_dir_from_env();
         let database_url = var("DATABASE_URL")
             .unwrap_or_else(|| format!("sqlite://{}/telehealth.db", data_dir.display()));
         let https_addr = match var("HTTPS_ADDR").as_deref() {
@@ -128,9 +140,7 @@ impl Config {
         if provider == ProviderChoice::Chime {
             bail!("TELEHEALTH_PROVIDER=chime is not available in this build yet; use auto or local");
         }
-        let api_keys: Vec<String> = var("TELEHEALTH_API_KEYS")
-            .map(|v| v.split(',').map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect())
-            .unwrap_or_default();
+        let api_keys = api_keys_from_env();
         if let Some(short) = api_keys.iter().find(|k| k.len() < 16) {
             bail!("TELEHEALTH_API_KEYS: every key must be at least 16 characters (one has {})", short.len());
         }
