@@ -287,11 +287,6 @@ impl MediaSession {
         }
         now_us(); // pin the epoch before anything is timed
 
-        let mut media_engine = MediaEngine::default();
-        media_engine.register_default_codecs()?;
-        // NACK, RTCP reports, TWCC as a browser has them; the marker lets PLI/FIR reach our video sender.
-        let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
-            .with(Slot::Custom(20_000), KeyframeRequestMarker::default());
         let (stop_tx, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             stats: Arc::clone(&stats),
@@ -300,17 +295,7 @@ impl MediaSession {
             stop: stop_rx,
         });
         let handler = Arc::new(Handler { out: out.clone(), shared: Arc::clone(&shared) });
-        let addrs: Vec<SocketAddr> = options.bind_ips.iter().map(|ip| SocketAddr::new(*ip, 0)).collect();
-        let pc = PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_media_engine(media_engine)
-            .with_interceptor_registry(registry)
-            .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
-            .with_udp_addrs(addrs)
-            .build()
-            .await
-            .context("creating the peer connection")?;
-        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let pc = client_peer_connection(handler, &options.bind_ips).await?;
 
         let mut session = Self { pc, out, shared, stop: stop_tx, pacer: None, closed: false };
         // From here on a failure must not leave a half-built connection running: `Drop` closes it.
@@ -336,28 +321,7 @@ impl MediaSession {
     /// Applies a server message: `answer`, `offer` (→ sends an `answer` through `out`), `candidate`.
     /// Anything else is ignored (Ok). A message the media engine refuses is an error, never a panic.
     pub async fn handle(&self, msg: &ServerMessage) -> anyhow::Result<()> {
-        match msg {
-            ServerMessage::Answer { sdp } => {
-                let answer = RTCSessionDescription::answer(sdp.clone()).context("parsing the server's answer")?;
-                self.pc.set_remote_description(answer).await.context("applying the server's answer")?;
-            }
-            ServerMessage::Offer { sdp } => {
-                let offer = RTCSessionDescription::offer(sdp.clone()).context("parsing the server's offer")?;
-                self.pc.set_remote_description(offer).await.context("applying the server's offer")?;
-                let answer = self.pc.create_answer(None).await.context("creating our answer")?;
-                let sdp = answer.sdp.clone();
-                self.pc.set_local_description(answer).await.context("applying our answer")?;
-                self.out.send(ClientMessage::Answer { sdp }).map_err(|_| anyhow!("signaling channel closed"))?;
-            }
-            ServerMessage::Candidate { candidate } => {
-                self.pc
-                    .add_ice_candidate(candidate_to_init(candidate.clone()))
-                    .await
-                    .context("adding the server's ICE candidate")?;
-            }
-            _ => {}
-        }
-        Ok(())
+        apply_server_message(&*self.pc, msg, &self.out).await.map(|_| ())
     }
 
     /// Stops the pacers and receivers (receivers publish their last counts), closes the peer connection.
@@ -375,6 +339,59 @@ impl MediaSession {
         let _ = self.pc.close().await;
         self.shared.set_connected(false);
     }
+}
+
+/// A client peer connection as the synthetic participants (this load tester's and the tests') build it:
+/// default codecs and interceptors (NACK, RTCP reports, TWCC, as a browser has them), the marker that lets
+/// PLI/FIR reach the application, and ICE host candidates on `bind_ips` only.
+pub async fn client_peer_connection(
+    handler: Arc<dyn PeerConnectionEventHandler>,
+    bind_ips: &[IpAddr],
+) -> anyhow::Result<Arc<dyn PeerConnection>> {
+    let mut media_engine = MediaEngine::default();
+    media_engine.register_default_codecs()?;
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
+        .with(Slot::Custom(20_000), KeyframeRequestMarker::default());
+    let addrs: Vec<SocketAddr> = bind_ips.iter().map(|ip| SocketAddr::new(*ip, 0)).collect();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .with_handler(handler)
+        .with_udp_addrs(addrs)
+        .build()
+        .await
+        .context("creating the peer connection")?;
+    Ok(Arc::new(pc))
+}
+
+/// Applies a server signaling message to a client peer connection: `answer`, `offer` (→ an `answer` goes
+/// out through `out`), `candidate`. Returns false for any other message, which it leaves alone. A message the
+/// media engine refuses is an error, never a panic.
+pub async fn apply_server_message(
+    pc: &dyn PeerConnection,
+    msg: &ServerMessage,
+    out: &mpsc::UnboundedSender<ClientMessage>,
+) -> anyhow::Result<bool> {
+    match msg {
+        ServerMessage::Answer { sdp } => {
+            let answer = RTCSessionDescription::answer(sdp.clone()).context("parsing the server's answer")?;
+            pc.set_remote_description(answer).await.context("applying the server's answer")?;
+        }
+        ServerMessage::Offer { sdp } => {
+            let offer = RTCSessionDescription::offer(sdp.clone()).context("parsing the server's offer")?;
+            pc.set_remote_description(offer).await.context("applying the server's offer")?;
+            let answer = pc.create_answer(None).await.context("creating our answer")?;
+            let sdp = answer.sdp.clone();
+            pc.set_local_description(answer).await.context("applying our answer")?;
+            out.send(ClientMessage::Answer { sdp }).map_err(|_| anyhow!("signaling channel closed"))?;
+        }
+        ServerMessage::Candidate { candidate } => {
+            pc.add_ice_candidate(candidate_to_init(candidate.clone())).await.context("adding the server's ICE candidate")?;
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 impl Drop for MediaSession {

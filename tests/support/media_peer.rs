@@ -6,10 +6,7 @@
 
 #![allow(dead_code)]
 
-use rtc::interceptor::{Registry, Slot};
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
@@ -18,16 +15,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use telehealth_gateway::sfu::keyframe::{KeyframeRequestMarker, is_keyframe_request};
-use telehealth_gateway::sfu::{candidate_from_init, candidate_to_init, rtp_track};
+use telehealth_gateway::sfu::keyframe::is_keyframe_request;
+use telehealth_gateway::loadtest::media::{apply_server_message, client_peer_connection};
+use telehealth_gateway::sfu::{candidate_from_init, rtp_track};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCPeerConnectionIceEvent,
-    RTCSessionDescription,
-};
+use webrtc::peer_connection::{PeerConnection, PeerConnectionEventHandler, RTCPeerConnectionIceEvent};
 
 /// What one peer has received, keyed by the publisher (the forwarded tracks' MediaStream id).
 #[derive(Default)]
@@ -162,21 +157,9 @@ impl MediaPeer {
         others: mpsc::UnboundedSender<ServerMessage>,
         video_codec: VideoCodec,
     ) -> anyhow::Result<Self> {
-        let mut media_engine = MediaEngine::default();
-        media_engine.register_default_codecs()?;
-        let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
-            .with(Slot::Custom(20_000), KeyframeRequestMarker::default());
         let received = Arc::new(Received::default());
         let handler = Arc::new(Handler { out: out.clone(), received: Arc::clone(&received) });
-        let pc = PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_media_engine(media_engine)
-            .with_interceptor_registry(registry)
-            .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
-            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
-            .build()
-            .await?;
-        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let pc = client_peer_connection(handler, &["127.0.0.1".parse()?]).await?;
 
         let (audio_ssrc, video_ssrc) = (rand::random::<u32>(), rand::random::<u32>());
         let audio = local_track(RtpCodecKind::Audio, MIME_TYPE_OPUS, "minptime=10;useinbandfec=1", 48000, 2, audio_ssrc);
@@ -213,26 +196,12 @@ impl MediaPeer {
         let out2 = out.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(msg) = incoming.recv().await {
-                let result: anyhow::Result<()> = async {
-                    match msg {
-                        ServerMessage::Answer { sdp } => pc2.set_remote_description(RTCSessionDescription::answer(sdp)?).await?,
-                        ServerMessage::Offer { sdp } => {
-                            pc2.set_remote_description(RTCSessionDescription::offer(sdp)?).await?;
-                            let answer = pc2.create_answer(None).await?;
-                            let sdp = answer.sdp.clone();
-                            pc2.set_local_description(answer).await?;
-                            out2.send(ClientMessage::Answer { sdp })?;
-                        }
-                        ServerMessage::Candidate { candidate } => pc2.add_ice_candidate(candidate_to_init(candidate)).await?,
-                        other => {
-                            let _ = others.send(other);
-                        }
+                match apply_server_message(&*pc2, &msg, &out2).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let _ = others.send(msg);
                     }
-                    Ok(())
-                }
-                .await;
-                if let Err(e) = result {
-                    panic!("test peer could not apply a server message: {e}");
+                    Err(e) => panic!("test peer could not apply a server message: {e}"),
                 }
             }
         }));
