@@ -33,8 +33,8 @@ pub struct LoadtestArgs {
     #[arg(long, env = "LOADTEST_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// Bearer API key. Default: the first of TELEHEALTH_API_KEYS, else the key a local gateway generated in
-    /// data/api-key.
-    #[arg(long, env = "TELEHEALTH_API_KEY", hide_env_values = true)]
+    /// data/api-key. Generated keys are base64url and may begin with '-', hence allow_hyphen_values.
+    #[arg(long, env = "TELEHEALTH_API_KEY", hide_env_values = true, allow_hyphen_values = true)]
     pub api_key: Option<String>,
     #[arg(long, default_value_t = 10)]
     pub meetings: usize,
@@ -202,5 +202,14 @@ mod tests {
         assert!(url_is_loopback("http://[::1]:8080"));
         assert!(!url_is_loopback("https://clinic.example:8443"));
         assert!(!url_is_loopback("http://10.0.0.5"));
+    }
+
+    #[test]
+    fn an_api_key_may_begin_with_a_hyphen() {
+        // One generated key in 64 starts with '-' (base64url); it must not be read as a flag.
+        let cli = Cli::try_parse_from(["telehealth-gateway", "loadtest", "--api-key", "-8Xk2", "--meetings", "3"]).unwrap();
+        let Some(Command::Loadtest(args)) = cli.command else { panic!("not the loadtest subcommand") };
+        assert_eq!(args.api_key.as_deref(), Some("-8Xk2"));
+        assert_eq!(args.meetings, 3);
     }
 }
