@@ -64,6 +64,22 @@ fn attendee(meeting: MeetingId, name: &str) -> AttendeeRecord {
     }
 }
 
+/// The `attendee.created` line stored with an attendee.
+fn joined_line(a: &AttendeeRecord) -> AuditEntry {
+    AuditEntry {
+        action: AuditAction::AttendeeCreated,
+        meeting_id: Some(a.meeting_id),
+        attendee_id: Some(a.attendee_id),
+        actor: AuditActor::Invite,
+        detail: Some("provider=local".into()),
+    }
+}
+
+/// The `meeting.deleted` line stored with a deletion.
+fn deleted_line(m: MeetingId) -> AuditEntry {
+    AuditEntry { action: AuditAction::MeetingDeleted, meeting_id: Some(m), actor: AuditActor::System, ..Default::default() }
+}
+
 #[tokio::test]
 async fn a_meeting_round_trips_and_disappears_once_deleted() {
     on_both(|store| async move {
@@ -72,10 +88,12 @@ async fn a_meeting_round_trips_and_disappears_once_deleted() {
         let got = store.find_live_meeting(m.id).await.unwrap().expect("stored");
         assert_eq!((got.id, got.external_meeting_id.as_str(), got.appointment_id.as_deref()), (m.id, "appointment-1", Some("1")));
         assert_eq!((got.provider.as_str(), got.media_region.as_str()), ("local", "us-east-1"));
-        assert!(store.mark_meeting_deleted(m.id).await.unwrap());
+        assert!(store.mark_meeting_deleted(m.id, &deleted_line(m.id)).await.unwrap());
         assert!(store.find_live_meeting(m.id).await.unwrap().is_none());
-        assert!(!store.mark_meeting_deleted(m.id).await.unwrap(), "deleting twice reports not-live");
+        assert!(!store.mark_meeting_deleted(m.id, &deleted_line(m.id)).await.unwrap(), "deleting twice reports not-live");
         assert!(store.find_live_meeting(MeetingId::new()).await.unwrap().is_none());
+        // The deletion wrote its line; the refused second one wrote none.
+        assert_eq!(actions(&*store, m.id).await, ["meeting.created", "meeting.deleted"]);
     })
     .await;
 }
@@ -87,8 +105,8 @@ async fn attendees_are_listed_in_order_and_found_only_while_their_meeting_lives(
         store.insert_meeting(&m, &AuditActor::System).await.unwrap();
         let a = attendee(m.id, "Dr. Smith");
         let b = attendee(m.id, "Pat Patient");
-        assert_eq!(store.insert_attendee(&a, 250).await.unwrap(), InsertAttendee::Inserted);
-        assert_eq!(store.insert_attendee(&b, 250).await.unwrap(), InsertAttendee::Inserted);
+        assert_eq!(store.insert_attendee(&a, 250, &joined_line(&a)).await.unwrap(), InsertAttendee::Inserted);
+        assert_eq!(store.insert_attendee(&b, 250, &joined_line(&b)).await.unwrap(), InsertAttendee::Inserted);
         let list = store.list_attendees(m.id).await.unwrap();
         let ids: Vec<_> = list.iter().map(|r| r.attendee_id).collect();
         assert_eq!(ids, [a.attendee_id, b.attendee_id]);
@@ -97,13 +115,26 @@ async fn attendees_are_listed_in_order_and_found_only_while_their_meeting_lives(
         assert_eq!(found.external_user_id.as_str(), "Dr. Smith");
         assert!(store.find_live_attendee(MeetingId::new(), a.attendee_id).await.unwrap().is_none());
 
-        store.mark_meeting_deleted(m.id).await.unwrap();
+        store.mark_meeting_deleted(m.id, &deleted_line(m.id)).await.unwrap();
         assert!(store.find_live_attendee(m.id, a.attendee_id).await.unwrap().is_none());
         assert!(store.list_attendees(m.id).await.unwrap().is_empty());
         let late = attendee(m.id, "Late Comer");
-        assert_eq!(store.insert_attendee(&late, 250).await.unwrap(), InsertAttendee::MeetingNotFound);
+        assert_eq!(store.insert_attendee(&late, 250, &joined_line(&late)).await.unwrap(), InsertAttendee::MeetingNotFound);
         let nowhere = attendee(MeetingId::new(), "Lost Soul");
-        assert_eq!(store.insert_attendee(&nowhere, 250).await.unwrap(), InsertAttendee::MeetingNotFound);
+        assert_eq!(store.insert_attendee(&nowhere, 250, &joined_line(&nowhere)).await.unwrap(), InsertAttendee::MeetingNotFound);
+        // A line per stored attendee, none for the refused ones.
+        let log = store.audit_for_meeting(m.id).await.unwrap();
+        let lines: Vec<_> = log.iter().map(|r| (r.action.as_str(), r.attendee_id, r.actor.as_str())).collect();
+        assert_eq!(
+            lines,
+            [
+                ("meeting.created", None, "system"),
+                ("attendee.created", Some(a.attendee_id), "invite"),
+                ("attendee.created", Some(b.attendee_id), "invite"),
+                ("meeting.deleted", None, "system"),
+            ]
+        );
+        assert!(store.audit_for_meeting(nowhere.meeting_id).await.unwrap().is_empty());
     })
     .await;
 }
@@ -114,11 +145,16 @@ async fn concurrent_attendee_inserts_never_exceed_the_limit() {
         let m = meeting();
         store.insert_meeting(&m, &AuditActor::System).await.unwrap();
         let tries: Vec<_> = (0..12).map(|i| attendee(m.id, &format!("Attendee {i}"))).collect();
-        let results = futures::future::join_all(tries.iter().map(|a| store.insert_attendee(a, 5))).await;
+        let results = futures::future::join_all(tries.iter().map(|a| {
+            let store = &store;
+            async move { store.insert_attendee(a, 5, &joined_line(a)).await }
+        })).await;
         let inserted = results.iter().filter(|r| *r.as_ref().unwrap() == InsertAttendee::Inserted).count();
         let refused = results.iter().filter(|r| *r.as_ref().unwrap() == InsertAttendee::LimitReached).count();
         assert_eq!((inserted, refused), (5, 7));
         assert_eq!(store.list_attendees(m.id).await.unwrap().len(), 5);
+        let created = actions(&*store, m.id).await.iter().filter(|a| *a == "attendee.created").count();
+        assert_eq!(created, 5, "a line for each seat taken, none for the refused");
     })
     .await;
 }
@@ -186,11 +222,17 @@ async fn a_reopened_sqlite_file_keeps_its_meetings() {
     {
         let store = SqliteStore::connect(&url).await.unwrap();
         store.insert_meeting(&m, &AuditActor::System).await.unwrap();
-        store.insert_attendee(&attendee(m.id, "Dr. Smith"), 250).await.unwrap();
+        let a = attendee(m.id, "Dr. Smith");
+        store.insert_attendee(&a, 250, &joined_line(&a)).await.unwrap();
     }
     let store = SqliteStore::connect(&url).await.unwrap();
     assert!(store.find_live_meeting(m.id).await.unwrap().is_some());
     assert_eq!(store.list_attendees(m.id).await.unwrap().len(), 1);
+}
+
+/// The meeting's audit actions, oldest first.
+async fn actions(store: &dyn Store, m: MeetingId) -> Vec<String> {
+    store.audit_for_meeting(m).await.unwrap().into_iter().map(|r| r.action).collect()
 }
 
 fn created_by(fingerprint: &str) -> AuditActor {
@@ -239,7 +281,7 @@ async fn a_failing_write_does_not_affect_the_others_written_with_it() {
     on_both(|store| async move {
         let gone = meeting();
         store.insert_meeting(&gone, &AuditActor::System).await.unwrap();
-        store.mark_meeting_deleted(gone.id).await.unwrap();
+        store.mark_meeting_deleted(gone.id, &deleted_line(gone.id)).await.unwrap();
         let live = meeting();
         store.insert_meeting(&live, &AuditActor::System).await.unwrap();
 
@@ -254,7 +296,7 @@ async fn a_failing_write_does_not_affect_the_others_written_with_it() {
         let by = AuditActor::System;
         let (created, inserted) = futures::join!(
             futures::future::join_all(meetings.map(|m| store.insert_meeting(m, &by))),
-            futures::future::join_all(attendees.iter().map(|a| store.insert_attendee(a, 250))),
+            futures::future::join_all(attendees.iter().map(|a| async { store.insert_attendee(a, 250, &joined_line(a)).await })),
         );
 
         let failed = created.iter().filter(|r| r.is_err()).count();
@@ -274,12 +316,12 @@ async fn a_failing_write_does_not_affect_the_others_written_with_it() {
     .await;
 }
 
-#[tokio::test]
-async fn a_meeting_whose_audit_line_fails_is_not_stored_and_its_neighbours_are() {
+/// A SQLite store whose audit log refuses lines by the actor `api-key:refused`: stands in for any failure of
+/// the second statement of a change and its audit line.
+async fn refusing_store() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/t.db", dir.path().display());
     let store = SqliteStore::connect(&url).await.unwrap();
-    // Stands in for any failure of the second statement of the pair.
     sqlx::query(
         "CREATE TRIGGER refuse_test_actor BEFORE INSERT ON audit_log WHEN NEW.actor = 'api-key:refused' \
          BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
@@ -287,6 +329,12 @@ async fn a_meeting_whose_audit_line_fails_is_not_stored_and_its_neighbours_are()
     .execute(store.pool())
     .await
     .unwrap();
+    (dir, store)
+}
+
+#[tokio::test]
+async fn a_meeting_whose_audit_line_fails_is_not_stored_and_its_neighbours_are() {
+    let (_dir, store) = refusing_store().await;
     let ms: Vec<MeetingRecord> = (0..5).map(|_| meeting()).collect();
     let (ok, refused) = (AuditActor::System, created_by("refused"));
     let by = |i: usize| if i == 2 { &refused } else { &ok };
@@ -300,4 +348,50 @@ async fn a_meeting_whose_audit_line_fails_is_not_stored_and_its_neighbours_are()
             assert!(r.is_ok() && stored && audited == 1, "meeting {i}: {r:?}");
         }
     }
+}
+
+#[tokio::test]
+async fn an_attendee_or_deletion_whose_audit_line_fails_is_undone_and_its_neighbours_are_not() {
+    let (_dir, store) = refusing_store().await;
+    let store = &store;
+    let refused = |mut line: AuditEntry| {
+        line.actor = created_by("refused");
+        line
+    };
+    let ms: Vec<MeetingRecord> = (0..4).map(|_| meeting()).collect();
+    for m in &ms {
+        store.insert_meeting(m, &AuditActor::System).await.unwrap();
+    }
+    let attendees: Vec<AttendeeRecord> = (0..5).map(|i| attendee(ms[0].id, &format!("Attendee {i}"))).collect();
+    // Issued together, so on SQLite they share transactions with the failing ones.
+    let (inserted, deleted) = futures::join!(
+        futures::future::join_all(attendees.iter().enumerate().map(|(i, a)| {
+            let line = if i == 2 { refused(joined_line(a)) } else { joined_line(a) };
+            async move { store.insert_attendee(a, 250, &line).await }
+        })),
+        futures::future::join_all(ms[1..].iter().enumerate().map(|(i, m)| {
+            let line = if i == 1 { refused(deleted_line(m.id)) } else { deleted_line(m.id) };
+            async move { store.mark_meeting_deleted(m.id, &line).await }
+        })),
+    );
+    for (i, (a, r)) in attendees.iter().zip(&inserted).enumerate() {
+        let stored = store.find_live_attendee(ms[0].id, a.attendee_id).await.unwrap().is_some();
+        if i == 2 {
+            assert!(r.is_err() && !stored, "neither the attendee nor its line: {r:?}");
+        } else {
+            assert!(matches!(r, Ok(InsertAttendee::Inserted)) && stored, "attendee {i}: {r:?}");
+        }
+    }
+    assert_eq!(actions(store, ms[0].id).await.iter().filter(|a| *a == "attendee.created").count(), 4);
+    for (i, (m, r)) in ms[1..].iter().zip(&deleted).enumerate() {
+        let live = store.find_live_meeting(m.id).await.unwrap().is_some();
+        let lines = actions(store, m.id).await;
+        if i == 1 {
+            assert!(r.is_err() && live && lines == ["meeting.created"], "still live, no line: {r:?} {lines:?}");
+        } else {
+            assert!(matches!(r, Ok(true)) && !live && lines == ["meeting.created", "meeting.deleted"], "meeting {i}: {r:?}");
+        }
+    }
+    // The meeting whose deletion was undone can still be deleted.
+    assert!(store.mark_meeting_deleted(ms[2].id, &deleted_line(ms[2].id)).await.unwrap());
 }

@@ -23,7 +23,7 @@ use crate::auth::Caller;
 use crate::ids::{ExternalMeetingId, ExternalUserId, MeetingId};
 use crate::meetings::{CreateMeeting, Origin};
 use crate::metrics::ApiAction;
-use crate::store::{AuditAction, AuditActor, AuditEntry};
+use crate::store::AuditActor;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Extension, Request, State};
 use axum::http::{HeaderMap, Uri, header};
@@ -143,8 +143,8 @@ async fn dispatch(state: &AppState, req: ApiRequest, origin: &Origin, headers: &
             let caller = key_or_invite(state, headers, invite.as_deref(), meeting_id)?;
             refuse_while_draining(state)?;
             let name = ExternalUserId::parse(&attendee_name).map_err(|e| ApiError::unprocessable(e.to_string()))?;
-            let attendee = state.meetings.create_attendee(meeting_id, name).await?;
-            audit(state, AuditAction::AttendeeCreated, meeting_id, Some(attendee.attendee_id), &caller).await?;
+            // Stored with its `attendee.created` audit line, atomically: fail closed, never an unaudited seat.
+            let attendee = state.meetings.create_attendee(meeting_id, name, &actor(&caller)).await?;
             tracing::info!(%meeting_id, attendee_id = %attendee.attendee_id, "attendee created");
             // `meeting` is our addition: the patient's page learns its SignalingUrl without an API key.
             let meeting = state.meetings.get_meeting(meeting_id, origin).await?;
@@ -153,8 +153,7 @@ async fn dispatch(state: &AppState, req: ApiRequest, origin: &Origin, headers: &
         ApiRequest::DeleteMeeting { meeting_id } => {
             let caller = require_key(state, headers)?;
             let meeting_id = parse_meeting_id(&meeting_id)?;
-            state.meetings.delete_meeting(meeting_id).await?;
-            audit(state, AuditAction::MeetingDeleted, meeting_id, None, &caller).await?;
+            state.meetings.delete_meeting(meeting_id, &actor(&caller)).await?;
             // Marked deleted first, so nobody can rejoin while the room is being emptied.
             state.rooms.end_meeting(meeting_id, signaling::EndReason::Deleted).await;
             tracing::info!(%meeting_id, "meeting deleted");
@@ -225,24 +224,6 @@ fn key_or_invite(state: &AppState, headers: &HeaderMap, invite: Option<&str>, me
         return Err(ApiError::forbidden("the invite is for another meeting"));
     }
     Ok(Caller::Invite { meeting_id: meeting })
-}
-
-async fn audit(
-    state: &AppState,
-    action: AuditAction,
-    meeting: MeetingId,
-    attendee: Option<crate::ids::AttendeeId>,
-    caller: &Caller,
-) -> Result<(), ApiError> {
-    let entry = AuditEntry {
-        action,
-        meeting_id: Some(meeting),
-        attendee_id: attendee,
-        actor: actor(caller),
-        detail: Some(format!("provider={}", state.meetings.name())),
-    };
-    // Fail closed: an action we could not audit is reported as failed.
-    state.store.append_audit(entry).await.map_err(|e| ApiError::internal(&e))
 }
 
 fn actor(caller: &Caller) -> AuditActor {

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::auth::Auth;
-use crate::store::{AttendeeRecord, InsertAttendee, MeetingRecord, Store};
+use crate::store::{AttendeeRecord, AuditAction, AuditEntry, InsertAttendee, MeetingRecord, Store};
 use chrono::Utc;
 use std::sync::Arc;
 
@@ -88,9 +88,15 @@ impl MeetingProvider for LocalProvider {
         Ok(self.to_meeting(&rec, origin))
     }
 
-    async fn create_attendee(&self, meeting: MeetingId, name: ExternalUserId) -> Result<Attendee, MeetingError> {
+    async fn create_attendee(
+        &self,
+        meeting: MeetingId,
+        name: ExternalUserId,
+        by: &AuditActor,
+    ) -> Result<Attendee, MeetingError> {
         let rec = AttendeeRecord { meeting_id: meeting, attendee_id: AttendeeId::new(), external_user_id: name, created_at: Utc::now() };
-        match self.store.insert_attendee(&rec, MAX_ATTENDEES).await? {
+        let audit = audit_line(AuditAction::AttendeeCreated, meeting, Some(rec.attendee_id), by);
+        match self.store.insert_attendee(&rec, MAX_ATTENDEES, &audit).await? {
             InsertAttendee::Inserted => {}
             InsertAttendee::MeetingNotFound => return Err(MeetingError::NotFound),
             InsertAttendee::LimitReached => return Err(MeetingError::AttendeeLimit),
@@ -113,7 +119,19 @@ impl MeetingProvider for LocalProvider {
         Ok(list.into_iter().map(|a| to_attendee(a, None)).collect())
     }
 
-    async fn delete_meeting(&self, meeting: MeetingId) -> Result<(), MeetingError> {
-        if self.store.mark_meeting_deleted(meeting).await? { Ok(()) } else { Err(MeetingError::NotFound) }
+    async fn delete_meeting(&self, meeting: MeetingId, by: &AuditActor) -> Result<(), MeetingError> {
+        let audit = audit_line(AuditAction::MeetingDeleted, meeting, None, by);
+        if self.store.mark_meeting_deleted(meeting, &audit).await? { Ok(()) } else { Err(MeetingError::NotFound) }
+    }
+}
+
+/// The audit line stored with an attendee or a deletion (the `meeting.created` one is the store's own).
+fn audit_line(action: AuditAction, meeting: MeetingId, attendee: Option<AttendeeId>, by: &AuditActor) -> AuditEntry {
+    AuditEntry {
+        action,
+        meeting_id: Some(meeting),
+        attendee_id: attendee,
+        actor: by.clone(),
+        detail: Some(format!("provider={}", LocalProvider::NAME)),
     }
 }

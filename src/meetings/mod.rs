@@ -137,10 +137,13 @@ pub trait MeetingProvider: Send + Sync + 'static {
     /// True when no AWS credentials are in use (the UI shows a DEMO MODE banner).
     fn demo_mode(&self) -> bool;
     async fn create_meeting(&self, req: CreateMeeting, origin: &Origin) -> Result<Meeting, MeetingError>;
-    /// Creates an attendee with a fresh JoinToken.
-    async fn create_attendee(&self, meeting: MeetingId, name: ExternalUserId) -> Result<Attendee, MeetingError>;
+    /// Creates an attendee with a fresh JoinToken. `by` is recorded in its `attendee.created` audit line, written
+    /// in the same transaction as the attendee.
+    async fn create_attendee(&self, meeting: MeetingId, name: ExternalUserId, by: &AuditActor)
+    -> Result<Attendee, MeetingError>;
     async fn get_meeting(&self, meeting: MeetingId, origin: &Origin) -> Result<Meeting, MeetingError>;
     /// Attendees without their JoinTokens.
     async fn list_attendees(&self, meeting: MeetingId) -> Result<Vec<Attendee>, MeetingError>;
-    async fn delete_meeting(&self, meeting: MeetingId) -> Result<(), MeetingError>;
+    /// Ends the meeting; `by` is recorded in its `meeting.deleted` audit line, written with the deletion.
+    async fn delete_meeting(&self, meeting: MeetingId, by: &AuditActor) -> Result<(), MeetingError>;
 }

@@ -135,11 +135,18 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_meeting(&self, meeting: &MeetingRecord, created_by: &AuditActor) -> Result<(), StoreError>;
     /// The meeting, unless it does not exist or was deleted.
     async fn find_live_meeting(&self, id: MeetingId) -> Result<Option<MeetingRecord>, StoreError>;
-    /// Marks the meeting deleted (rows are kept for the audit trail). False if it was not live.
-    async fn mark_meeting_deleted(&self, id: MeetingId) -> Result<bool, StoreError>;
+    /// Marks the meeting deleted (rows are kept for the audit trail) and appends `audit` (its `meeting.deleted`
+    /// line) in the same transaction: both or neither. False, and nothing written, if it was not live.
+    async fn mark_meeting_deleted(&self, id: MeetingId, audit: &AuditEntry) -> Result<bool, StoreError>;
     /// Inserts the attendee if its meeting is live and has fewer than `max_per_meeting` attendees, atomically
-    /// (two concurrent calls cannot both take the last seat).
-    async fn insert_attendee(&self, attendee: &AttendeeRecord, max_per_meeting: u32) -> Result<InsertAttendee, StoreError>;
+    /// (two concurrent calls cannot both take the last seat), and appends `audit` (its `attendee.created` line)
+    /// in the same transaction: both or neither. Nothing is written unless the outcome is `Inserted`.
+    async fn insert_attendee(
+        &self,
+        attendee: &AttendeeRecord,
+        max_per_meeting: u32,
+        audit: &AuditEntry,
+    ) -> Result<InsertAttendee, StoreError>;
     /// Attendees of a live meeting, oldest first (empty if the meeting is gone).
     async fn list_attendees(&self, meeting: MeetingId) -> Result<Vec<AttendeeRecord>, StoreError>;
     /// The attendee, if it exists and its meeting has not been deleted.

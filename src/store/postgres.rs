@@ -103,16 +103,27 @@ impl Store for PgStore {
         row.as_ref().map(meeting_from_row).transpose()
     }
 
-    async fn mark_meeting_deleted(&self, id: MeetingId) -> Result<bool, StoreError> {
+    async fn mark_meeting_deleted(&self, id: MeetingId, audit: &AuditEntry) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("UPDATE meetings SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL")
             .bind(Utc::now())
             .bind(id.as_uuid())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        append_audit(&mut tx, audit.clone()).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
-    async fn insert_attendee(&self, a: &AttendeeRecord, max_per_meeting: u32) -> Result<InsertAttendee, StoreError> {
+    async fn insert_attendee(
+        &self,
+        a: &AttendeeRecord,
+        max_per_meeting: u32,
+        audit: &AuditEntry,
+    ) -> Result<InsertAttendee, StoreError> {
         // Locking the meeting row serialises attendee creation per meeting (and against its deletion), so the
         // count below cannot go stale before the insert under READ COMMITTED.
         let mut tx = self.pool.begin().await?;
@@ -137,6 +148,7 @@ impl Store for PgStore {
             .bind(a.created_at)
             .execute(&mut *tx)
             .await?;
+        append_audit(&mut tx, audit.clone()).await?;
         tx.commit().await?;
         Ok(InsertAttendee::Inserted)
     }

@@ -101,13 +101,19 @@ impl Store for SqliteStore {
         row.as_ref().map(meeting_from_row).transpose()
     }
 
-    async fn mark_meeting_deleted(&self, id: MeetingId) -> Result<bool, StoreError> {
-        let rows = self.writer.write(WriteOp::MarkMeetingDeleted { id, at: Utc::now() }).await?;
+    async fn mark_meeting_deleted(&self, id: MeetingId, audit: &AuditEntry) -> Result<bool, StoreError> {
+        let rows = self.writer.write(WriteOp::MarkMeetingDeleted { id, at: Utc::now(), audit: audit.clone() }).await?;
         Ok(rows == 1)
     }
 
-    async fn insert_attendee(&self, a: &AttendeeRecord, max_per_meeting: u32) -> Result<InsertAttendee, StoreError> {
-        let rows = self.writer.write(WriteOp::InsertAttendee { attendee: a.clone(), max_per_meeting }).await?;
+    async fn insert_attendee(
+        &self,
+        a: &AttendeeRecord,
+        max_per_meeting: u32,
+        audit: &AuditEntry,
+    ) -> Result<InsertAttendee, StoreError> {
+        let op = WriteOp::InsertAttendee { attendee: a.clone(), max_per_meeting, audit: audit.clone() };
+        let rows = self.writer.write(op).await?;
         if rows == 1 {
             return Ok(InsertAttendee::Inserted);
         }

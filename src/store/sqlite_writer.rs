@@ -9,8 +9,8 @@
 //! Durability is unchanged: a job is answered only after the COMMIT that holds it has returned.
 //!
 //! One bad job does not sink the batch. SQLite's default conflict resolution (ABORT) undoes only the failing
-//! statement and keeps the transaction open, so the job gets its error and the others carry on (the one job
-//! of two statements, a meeting and its audit line, deletes its row again if the line fails). A few errors
+//! statement and keeps the transaction open, so the job gets its error and the others carry on (a job of two
+//! statements, a change and its audit line, reverses the change if the line fails: see `audit_or_undo`). A few errors
 //! (I/O, disk full, out of memory, busy) may end the whole transaction
 //! (https://www.sqlite.org/lang_transaction.html); then everything the transaction held is rolled back, its
 //! jobs get an error, and the jobs not yet run start a fresh transaction. A failed COMMIT fails every job of
@@ -19,7 +19,7 @@
 //! Each statement is a round trip to the thread sqlx runs the connection on; together with the fsync that is
 //! what bounds the writer, so jobs are kept to as few statements as possible.
 
-use super::{AttendeeRecord, AuditEntry, MeetingId, MeetingRecord, StoreError};
+use super::{AttendeeId, AttendeeRecord, AuditEntry, MeetingId, MeetingRecord, StoreError};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::Connection;
@@ -30,13 +30,14 @@ const MAX_BATCH: usize = 256;
 /// Jobs waiting beyond this make writers wait to enqueue (back-pressure instead of unbounded memory).
 const QUEUE: usize = 4096;
 
-/// One write. Each variant is all-or-nothing on its own.
+/// One write. Each variant is all-or-nothing on its own; `audit` is the line written with the change, and only
+/// if the change happened.
 pub(super) enum WriteOp {
-    /// The meeting and its `meeting.created` audit line, both or neither.
     InsertMeeting { meeting: MeetingRecord, audit: AuditEntry },
-    MarkMeetingDeleted { id: MeetingId, at: DateTime<Utc> },
+    /// Only a live meeting (0 rows otherwise).
+    MarkMeetingDeleted { id: MeetingId, at: DateTime<Utc>, audit: AuditEntry },
     /// Inserts only if the meeting is live and below `max_per_meeting` attendees (0 rows otherwise).
-    InsertAttendee { attendee: AttendeeRecord, max_per_meeting: u32 },
+    InsertAttendee { attendee: AttendeeRecord, max_per_meeting: u32, audit: AuditEntry },
     AppendAudit(AuditEntry),
 }
 
@@ -181,26 +182,53 @@ fn batch_error(what: &str, e: &sqlx::Error) -> StoreError {
 async fn apply(conn: &mut SqliteConnection, op: WriteOp) -> Result<u64, Failure> {
     match op {
         WriteOp::InsertMeeting { meeting, audit } => {
-            // No SAVEPOINT around the pair: every statement is a round trip to sqlx's connection thread, and
-            // the savepoint's own two would double the job's cost. If the meeting row fails, nothing was
-            // written; if its audit line fails, the row (inserted a moment ago in this same transaction, its
-            // id known to no one yet) is deleted again, which is exactly what rolling back would do.
             insert_meeting(conn, &meeting).await?;
-            if let Err(e) = append_audit(conn, audit).await {
-                let failure = Failure::from(e);
-                if let Failure::Job(_) = failure {
-                    unwrite_meeting(conn, meeting.id).await.map_err(Failure::Transaction)?;
-                }
-                return Err(failure);
-            }
+            audit_or_undo(conn, audit, Undo::InsertMeeting(meeting.id)).await?;
             Ok(1)
         }
-        WriteOp::MarkMeetingDeleted { id, at } => Ok(mark_meeting_deleted(conn, id, at).await?),
-        WriteOp::InsertAttendee { attendee, max_per_meeting } => {
-            Ok(insert_attendee(conn, &attendee, max_per_meeting).await?)
+        WriteOp::MarkMeetingDeleted { id, at, audit } => {
+            let rows = mark_meeting_deleted(conn, id, at).await?;
+            if rows == 1 {
+                audit_or_undo(conn, audit, Undo::MarkMeetingDeleted(id)).await?;
+            }
+            Ok(rows)
+        }
+        WriteOp::InsertAttendee { attendee, max_per_meeting, audit } => {
+            let rows = insert_attendee(conn, &attendee, max_per_meeting).await?;
+            if rows == 1 {
+                audit_or_undo(conn, audit, Undo::InsertAttendee(attendee.attendee_id)).await?;
+            }
+            Ok(rows)
         }
         WriteOp::AppendAudit(entry) => Ok(append_audit(conn, entry).await?),
     }
+}
+
+/// The reverse of a job's main statement, run in the same still-open transaction.
+enum Undo {
+    InsertMeeting(MeetingId),
+    /// Only `deleted_at IS NULL` rows were marked, so clearing it again restores exactly what was there.
+    MarkMeetingDeleted(MeetingId),
+    InsertAttendee(AttendeeId),
+}
+
+/// Appends the audit line of a change that was just made in this transaction; if the line fails on its own,
+/// reverses the change. No SAVEPOINT around the pair: every statement is a round trip to sqlx's connection
+/// thread, and the savepoint's own two would double the job's cost. The changed row is known to no other job
+/// yet (the writer runs one job at a time and nothing is committed), so undoing it is exactly what rolling
+/// back to a savepoint would do.
+async fn audit_or_undo(conn: &mut SqliteConnection, audit: AuditEntry, undo: Undo) -> Result<(), Failure> {
+    let Err(e) = append_audit(conn, audit).await else { return Ok(()) };
+    let failure = Failure::from(e);
+    if let Failure::Job(_) = failure {
+        let (sql, id) = match undo {
+            Undo::InsertMeeting(id) => ("DELETE FROM meetings WHERE id = $1", id.to_string()),
+            Undo::MarkMeetingDeleted(id) => ("UPDATE meetings SET deleted_at = NULL WHERE id = $1", id.to_string()),
+            Undo::InsertAttendee(id) => ("DELETE FROM attendees WHERE id = $1", id.to_string()),
+        };
+        sqlx::query(sql).bind(id).execute(&mut *conn).await.map_err(Failure::Transaction)?;
+    }
+    Err(failure)
 }
 
 async fn insert_meeting(conn: &mut SqliteConnection, m: &MeetingRecord) -> Result<(), sqlx::Error> {
@@ -218,11 +246,6 @@ async fn insert_meeting(conn: &mut SqliteConnection, m: &MeetingRecord) -> Resul
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-/// Only for a meeting inserted earlier in the same, still open transaction (see `InsertMeeting`).
-async fn unwrite_meeting(conn: &mut SqliteConnection, id: MeetingId) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM meetings WHERE id = $1").bind(id.to_string()).execute(&mut *conn).await.map(drop)
 }
 
 async fn mark_meeting_deleted(
