@@ -29,7 +29,7 @@ use rtc::peer_connection::configuration::interceptor_registry::{
 };
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::transport::{RTCIceCandidateType, RTCIceServer};
+use rtc::peer_connection::transport::{RTCDtlsRole, RTCIceCandidateType, RTCIceServer};
 use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RtpCodecKind};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -78,7 +78,14 @@ impl Sfu {
         media_engine.register_default_codecs()?;
         let registry = interceptors(&mut media_engine)?.with(KEYFRAME_MARKER_SLOT, KeyframeRequestMarker::default());
 
-        let mut settings = SettingEngineBuilder::new().with_include_loopback_candidate(true);
+        let mut settings = SettingEngineBuilder::new()
+            .with_include_loopback_candidate(true)
+            // DTLS server (`a=setup:passive`), so the browser sends the first flight as soon as its ICE
+            // connects. As the client, webrtc-rs 0.21 queues its ClientHello when ICE selects a pair but only
+            // writes it on the connection's next timer tick (rtc's DTLS handler drains the endpoint in
+            // `handle_timeout` and on reads, not in `handle_event`): 100-200 ms idle on every join. As the
+            // server every flight answers a read and leaves at once. RFC 8842 allows either for the answerer.
+            .with_answering_dtls_role(RTCDtlsRole::Server);
         if let Some(public) = self.config.public_ip {
             // Srflx keeps the private host candidates (clinic LAN) and adds the NAT's public address;
             // with STUN configured the public address comes from STUN, so replace host candidates instead.
