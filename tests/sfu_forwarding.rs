@@ -110,3 +110,28 @@ async fn h264_video_is_forwarded_between_h264_peers() {
     peer_a.close().await;
     peer_b.close().await;
 }
+
+/// The SFU is the DTLS server, so the browser's first flight is answered from the read path at once (as the
+/// client, webrtc-rs 0.21 held its ClientHello until the next timer tick: 100-200 ms on every join).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sfu_answers_as_the_dtls_server() {
+    let sfu = Sfu::new(SfuConfig { bind_ips: vec!["127.0.0.1".parse().unwrap()], ..Default::default() });
+    let (out, mut sent) = mpsc::unbounded_channel();
+    let (_to_peer, incoming) = mpsc::unbounded_channel();
+    let (others, _others) = mpsc::unbounded_channel();
+    let client = MediaPeer::start(out, incoming, others, VideoCodec::Vp8).await.expect("peer");
+    let offer = loop {
+        match tokio::time::timeout(Duration::from_secs(5), sent.recv()).await.expect("an offer in time") {
+            Some(ClientMessage::Offer { sdp }) => break sdp,
+            Some(_) => continue,
+            None => panic!("the peer stopped before offering"),
+        }
+    };
+    assert!(offer.contains("a=setup:actpass"), "{offer}");
+    let (events, _events) = mpsc::unbounded_channel();
+    let server = sfu.create_peer("dtls-role".into(), events).await.expect("server peer");
+    let answer = server.handle_offer(offer).await.expect("answer");
+    assert!(answer.contains("a=setup:passive") && !answer.contains("a=setup:active"), "{answer}");
+    server.close().await;
+    client.close().await;
+}
