@@ -6,7 +6,7 @@ mod support;
 use signaling::{ClientMessage, ServerMessage};
 use std::sync::Arc;
 use std::time::Duration;
-use support::media_peer::{MediaPeer, VideoCodec, eventually};
+use support::media_peer::{GOP_PACKETS, MediaPeer, VideoCodec, eventually};
 use telehealth_gateway::ids::{AttendeeId, MeetingId};
 use telehealth_gateway::room::{Outbound, Rooms, Session};
 use telehealth_gateway::sfu::{Sfu, SfuConfig};
@@ -134,4 +134,34 @@ async fn the_sfu_answers_as_the_dtls_server() {
     assert!(answer.contains("a=setup:passive") && !answer.contains("a=setup:active"), "{answer}");
     server.close().await;
     client.close().await;
+}
+
+/// A viewer who arrives after the publisher's keyframe is started on that keyframe (cached by the SFU) and the
+/// packets since, so nobody asks the publisher for a keyframe. (This publisher never answers a request; without
+/// the cache the SFU would ask every 300 ms until a keyframe happened to reach the viewer.) What the viewer
+/// receives first cannot be checked here: webrtc-rs drops a new remote track's first packets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_viewer_starts_on_the_cached_keyframe_without_a_request() {
+    let sfu = Sfu::new(SfuConfig { bind_ips: vec!["127.0.0.1".parse().unwrap()], ..Default::default() });
+    let rooms = Rooms::new(Arc::clone(&sfu));
+    let meeting = MeetingId::new();
+    let (a, peer_a, _a_events) = participant(&rooms, meeting, "Alice", VideoCodec::Vp8Gop).await;
+    // A publishes alone for more than one group of pictures, so a keyframe has reached the SFU (A's very first
+    // packets may go out before its connection is up) and deltas followed it.
+    assert!(eventually(Duration::from_secs(10), || sfu.stats.snapshot().packets_in > 0).await, "A's media reaches the SFU");
+    tokio::time::sleep(Duration::from_millis(GOP_PACKETS * 33 + 300)).await;
+    let (_b, peer_b, _b_events) = participant(&rooms, meeting, "Bob", VideoCodec::Vp8).await;
+    let a = a.to_string();
+    assert!(
+        eventually(Duration::from_secs(10), || peer_b.received.count(&a, "video") >= 20).await,
+        "B got {} video packets from A; stats {:?}",
+        peer_b.received.count(&a, "video"),
+        sfu.stats.snapshot()
+    );
+    // Past the first 300 ms retry of a subscriber still waiting for its keyframe.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let asked = peer_a.received.keyframe_requests.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!((asked, sfu.stats.snapshot().keyframe_requests), (0, 0), "nobody asked A for a keyframe");
+    peer_a.close().await;
+    peer_b.close().await;
 }

@@ -3,11 +3,13 @@
 //!
 //! - `peer`: one peer connection per participant, SDP/ICE in, `PeerEvent`s out.
 //! - `track`: a published track's fan-out to subscribers, lag handling, keyframe relay.
+//! - `gop`: the publisher's last keyframe and what followed, so a new subscriber starts decoding at once.
 //! - `keyframe`: the interceptor that surfaces viewers' PLI/FIR, and the upstream throttle.
 //! - `ports`: UDP port range for media sockets.
 
 mod codec;
 mod config;
+mod gop;
 pub mod keyframe;
 mod peer;
 mod ports;

@@ -5,12 +5,12 @@
 
 use super::keyframe::KeyframeReason;
 use super::stats::SfuStats;
-use super::track::{PublishedTrack, Subscription};
+use super::track::{Negotiated, PublishedTrack, Subscription};
 use signaling::IceCandidate;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use tokio::sync::{Mutex, mpsc};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use tokio::sync::{Mutex, mpsc, watch};
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
@@ -67,6 +67,12 @@ pub struct Peer {
     pub id: String,
     pc: Arc<dyn PeerConnection>,
     subscriptions: Mutex<HashMap<String, (Arc<PublishedTrack>, Subscription)>>,
+    /// Server offers applied locally so far; the n-th offer is generation n.
+    offers: AtomicU64,
+    /// The generation of the last offer the client answered: a subscription added before offer n starts
+    /// forwarding once this reaches n, when the client knows the track (packets sent earlier are dropped by
+    /// the browser, the first keyframe with them).
+    answered: watch::Sender<u64>,
     stats: Arc<SfuStats>,
 }
 
@@ -119,7 +125,8 @@ impl PeerConnectionEventHandler for Handler {
 impl Peer {
     pub(crate) fn new(id: String, pc: Arc<dyn PeerConnection>, stats: Arc<SfuStats>) -> Self {
         stats.peer_connections.fetch_add(1, Ordering::Relaxed);
-        Self { id, pc, subscriptions: Mutex::new(HashMap::new()), stats }
+        let answered = watch::Sender::new(0);
+        Self { id, pc, subscriptions: Mutex::new(HashMap::new()), offers: AtomicU64::new(0), answered, stats }
     }
 
     /// Applies the client's offer and returns our answer.
@@ -137,20 +144,24 @@ impl Peer {
         let offer = self.pc.create_offer(None).await?;
         let sdp = offer.sdp.clone();
         self.pc.set_local_description(offer).await?;
+        self.offers.fetch_add(1, Ordering::SeqCst);
         Ok(sdp)
     }
 
-    /// Applies the client's answer to our offer.
+    /// Applies the client's answer to our offer (the latest one: the room has one offer out at a time).
     pub async fn handle_answer(&self, sdp: String) -> Result<(), PeerError> {
         let answer = RTCSessionDescription::answer(sdp).map_err(|e| PeerError::Sdp(e.to_string()))?;
-        self.pc.set_remote_description(answer).await.map_err(|e| PeerError::Sdp(e.to_string()))
+        self.pc.set_remote_description(answer).await.map_err(|e| PeerError::Sdp(e.to_string()))?;
+        self.answered.send_replace(self.offers.load(Ordering::SeqCst));
+        Ok(())
     }
 
     pub async fn add_candidate(&self, c: IceCandidate) -> Result<(), PeerError> {
         self.pc.add_ice_candidate(candidate_to_init(c)).await.map_err(|e| PeerError::Candidate(e.to_string()))
     }
 
-    /// Adds a local track forwarding `published` to this peer. The caller renegotiates afterwards.
+    /// Adds a local track forwarding `published` to this peer. The caller renegotiates afterwards; forwarding
+    /// starts once the client has answered that offer.
     /// Returns false if already subscribed.
     pub async fn subscribe(&self, published: Arc<PublishedTrack>) -> Result<bool, PeerError> {
         let mut subs = self.subscriptions.lock().await;
@@ -159,7 +170,8 @@ impl Peer {
         }
         let local = Subscription::local_track(&published);
         let sender = self.pc.add_track(Arc::clone(&local) as Arc<dyn TrackLocal>).await?;
-        let sub = Subscription::start(Arc::clone(&published), local, sender);
+        let negotiated = Negotiated { answered: self.answered.subscribe(), needs: self.offers.load(Ordering::SeqCst) + 1 };
+        let sub = Subscription::start(Arc::clone(&published), local, sender, negotiated);
         subs.insert(published.id.clone(), (published, sub));
         Ok(true)
     }

@@ -8,6 +8,7 @@
 //! resume. Nobody else waits.
 
 use super::codec;
+use super::gop::GopCache;
 use super::keyframe::{KeyframeReason, KeyframeThrottle, is_keyframe_request};
 use super::stats::SfuStats;
 use rtc::media_stream::MediaStreamTrack;
@@ -16,10 +17,10 @@ use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::Track;
@@ -42,6 +43,8 @@ pub struct PublishedTrack {
     media_ssrc: u32,
     remote: Arc<dyn TrackRemote>,
     packets: broadcast::Sender<rtp::Packet>,
+    /// For VP8 and H.264 video (whose keyframes `codec` recognises).
+    gop: Option<Mutex<GopCache>>,
     throttle: KeyframeThrottle,
     stats: Arc<SfuStats>,
 }
@@ -59,6 +62,8 @@ impl PublishedTrack {
         let codec = remote.codec(media_ssrc).await?;
         let kind = remote.kind().await;
         let (packets, _) = broadcast::channel(FANOUT_CAPACITY);
+        let recognised = codec::is_keyframe(&codec.mime_type, &[]).is_some();
+        let gop = (kind == RtpCodecKind::Video && recognised).then(|| Mutex::new(GopCache::default()));
         let track = Arc::new(Self {
             id,
             publisher,
@@ -67,6 +72,7 @@ impl PublishedTrack {
             media_ssrc,
             remote,
             packets,
+            gop,
             throttle: KeyframeThrottle::new(),
             stats,
         });
@@ -84,6 +90,10 @@ impl PublishedTrack {
                         packet.header.extension = false;
                         packet.header.extensions.clear();
                         packet.header.extensions_padding = 0;
+                        if let Some(gop) = &reader.gop {
+                            let keyframe = codec::is_keyframe(&reader.codec.mime_type, &packet.payload) == Some(true);
+                            gop.lock().unwrap_or_else(|e| e.into_inner()).push(&packet, keyframe);
+                        }
                         // No receivers is fine: nobody subscribed yet.
                         let _ = reader.packets.send(packet);
                     }
@@ -94,6 +104,11 @@ impl PublishedTrack {
             on_end(reader.id.clone());
         });
         Some(track)
+    }
+
+    /// The cached packets of the current group of pictures that precede packet `seq` (see `gop`).
+    fn gop_before(&self, seq: u16) -> Option<Vec<rtp::Packet>> {
+        self.gop.as_ref()?.lock().unwrap_or_else(|e| e.into_inner()).before(seq)
     }
 
     /// Asks the publisher for a keyframe, unless one was asked for very recently.
@@ -121,13 +136,16 @@ impl Subscription {
         rtp_track(published.publisher.clone(), published.id.clone(), published.kind, published.codec.clone(), rand::random())
     }
 
-    /// Starts forwarding `published` into `local` (already added to the subscriber's connection).
+    /// Starts forwarding `published` into `local` (already added to the subscriber's connection) once
+    /// `negotiated` says the subscriber has answered an offer that includes it.
     pub(crate) fn start(
         published: Arc<PublishedTrack>,
         local: Arc<TrackLocalStaticRTP>,
         sender: Arc<dyn RtpSender>,
+        negotiated: Negotiated,
     ) -> Self {
-        let forward = tokio::spawn(forward(Arc::clone(&published), Arc::clone(&local), Arc::clone(&sender)));
+        let forward =
+            tokio::spawn(forward(Arc::clone(&published), Arc::clone(&local), Arc::clone(&sender), negotiated));
         let feedback = tokio::spawn(relay_feedback(Arc::clone(&published), local));
         Self { sender, tasks: vec![forward, feedback] }
     }
@@ -156,13 +174,35 @@ fn negotiated_payload_type(codecs: &[RTCRtpCodecParameters], codec: &RTCRtpCodec
         .map(|c| c.payload_type)
 }
 
-async fn forward(published: Arc<PublishedTrack>, local: Arc<TrackLocalStaticRTP>, sender: Arc<dyn RtpSender>) {
+/// When a subscription's track is known to the subscriber: once the answer to offer `needs` (or a later one)
+/// has been applied (see `Peer::answered`).
+pub(crate) struct Negotiated {
+    pub(crate) answered: watch::Receiver<u64>,
+    pub(crate) needs: u64,
+}
+
+impl Negotiated {
+    fn done(&self) -> bool {
+        *self.answered.borrow() >= self.needs
+    }
+}
+
+async fn forward(
+    published: Arc<PublishedTrack>,
+    local: Arc<TrackLocalStaticRTP>,
+    sender: Arc<dyn RtpSender>,
+    negotiated: Negotiated,
+) {
     let mut rx = published.packets.subscribe();
+    let mut known = false;
     let ssrc = *local.ssrcs().await.first().unwrap_or(&0);
     let mut payload_type: Option<u8> = None;
     let is_video = published.kind == RtpCodecKind::Video;
     // A (re)starting video subscriber needs a keyframe before it can show anything.
     let mut keyframe = KeyframeWait::new(is_video);
+    // Nothing forwarded yet: the cached group of pictures may be sent first. (Not after a lag: the viewer has
+    // newer packets by then, and the older ones would only be refused.)
+    let mut fresh = true;
     loop {
         let mut packet = match rx.recv().await {
             Ok(p) => p,
@@ -175,6 +215,14 @@ async fn forward(published: Arc<PublishedTrack>, local: Arc<TrackLocalStaticRTP>
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
+        if !known {
+            // Until the subscriber has the track in its description it would drop what we send, the first
+            // keyframe included; from then on the cached group of pictures gets it decoding at once.
+            known = negotiated.done();
+            if !known {
+                continue;
+            }
+        }
         if payload_type.is_none() {
             // Known once the subscriber's leg is negotiated; until then packets have nowhere to go.
             payload_type = match sender.get_parameters().await {
@@ -185,8 +233,23 @@ async fn forward(published: Arc<PublishedTrack>, local: Arc<TrackLocalStaticRTP>
                 continue;
             }
         }
+        let pt = payload_type.unwrap_or_default();
+        if fresh && keyframe.waiting() {
+            // Start a new viewer on the publisher's last keyframe, if it is still cached, and the packets since.
+            let group = published.gop_before(packet.header.sequence_number).filter(|g| !g.is_empty());
+            tracing::debug!(track = %published.id, cached = group.as_ref().map(Vec::len), "new video subscriber");
+            if let Some(group) = group {
+                let sent = write_all(&published, &local, group, ssrc, pt).await;
+                if !sent {
+                    payload_type = None;
+                    keyframe = KeyframeWait::new(is_video);
+                    continue;
+                }
+                keyframe.started_on_keyframe();
+            }
+        }
         packet.header.ssrc = ssrc;
-        packet.header.payload_type = payload_type.unwrap_or_default();
+        packet.header.payload_type = pt;
         let bytes = packet.payload.len() as u64;
         let is_keyframe = keyframe.waiting().then(|| codec::is_keyframe(&published.codec.mime_type, &packet.payload));
         if local.write_rtp(packet).await.is_err() {
@@ -195,12 +258,28 @@ async fn forward(published: Arc<PublishedTrack>, local: Arc<TrackLocalStaticRTP>
             keyframe = KeyframeWait::new(is_video);
             continue;
         }
+        fresh = false;
         published.stats.packets_out.fetch_add(1, Ordering::Relaxed);
         published.stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
         if keyframe.after_write(is_keyframe.flatten(), Instant::now()) {
             published.request_keyframe(KeyframeReason::Resync).await;
         }
     }
+}
+
+/// Forwards cached packets (rewritten for this subscriber's leg). False if the leg refused one.
+async fn write_all(published: &PublishedTrack, local: &TrackLocalStaticRTP, group: Vec<rtp::Packet>, ssrc: u32, pt: u8) -> bool {
+    for mut packet in group {
+        packet.header.ssrc = ssrc;
+        packet.header.payload_type = pt;
+        let bytes = packet.payload.len() as u64;
+        if local.write_rtp(packet).await.is_err() {
+            return false;
+        }
+        published.stats.packets_out.fetch_add(1, Ordering::Relaxed);
+        published.stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+    }
+    true
 }
 
 /// How often a subscriber still waiting for its first keyframe asks again (the publisher-side throttle for
@@ -221,6 +300,11 @@ impl KeyframeWait {
 
     fn waiting(&self) -> bool {
         self.waiting
+    }
+
+    /// The subscriber was started on a keyframe (the cached group of pictures): nothing to ask for.
+    fn started_on_keyframe(&mut self) {
+        self.waiting = false;
     }
 
     /// After a packet was forwarded (`keyframe`: whether it started a keyframe, None if unknown). True when a

@@ -43,6 +43,8 @@ impl Received {
     }
 }
 
+
+
 struct Handler {
     out: mpsc::UnboundedSender<ClientMessage>,
     received: Arc<Received>,
@@ -91,26 +93,29 @@ pub struct MediaPeer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VideoCodec {
     Vp8,
+    /// VP8 with a real group-of-pictures shape: a keyframe every `GOP_PACKETS` packets, deltas between (and
+    /// no keyframe on request). Plain `Vp8` marks every packet a keyframe.
+    Vp8Gop,
     H264,
 }
 
 impl VideoCodec {
     fn mime(self) -> &'static str {
         match self {
-            Self::Vp8 => MIME_TYPE_VP8,
+            Self::Vp8 | Self::Vp8Gop => MIME_TYPE_VP8,
             Self::H264 => MIME_TYPE_H264,
         }
     }
     fn fmtp(self) -> &'static str {
         match self {
-            Self::Vp8 => "",
+            Self::Vp8 | Self::Vp8Gop => "",
             Self::H264 => "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f",
         }
     }
     /// The payload type webrtc-rs's default media engine gives this codec.
     fn payload_type(self) -> u8 {
         match self {
-            Self::Vp8 => 96,
+            Self::Vp8 | Self::Vp8Gop => 96,
             Self::H264 => 102,
         }
     }
@@ -122,8 +127,21 @@ fn local_track(kind: RtpCodecKind, mime: &str, fmtp: &str, clock_rate: u32, chan
     rtp_track("synthetic".to_owned(), format!("synthetic-{kind}"), kind, codec, ssrc)
 }
 
-/// Writes synthetic RTP at a steady pace: Opus every 20 ms, VP8 every 33 ms.
-async fn pump(track: Arc<TrackLocalStaticRTP>, ssrc: u32, payload_type: u8, interval: Duration, clock_step: u32, payload_len: usize) {
+/// Packets from one keyframe to the next in `VideoCodec::Vp8Gop`: 1.5 s at 30 packets a second.
+pub const GOP_PACKETS: u64 = 45;
+
+/// Writes synthetic RTP at a steady pace: Opus every 20 ms, VP8 every 33 ms. With `gop`, the payload is a VP8
+/// keyframe every `gop` packets and a delta frame otherwise.
+async fn pump(
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    payload_type: u8,
+    interval: Duration,
+    clock_step: u32,
+    payload_len: usize,
+    gop: Option<u64>,
+) {
+    let mut n: u64 = 0;
     let mut seq: u16 = rand::random();
     let mut ts: u32 = rand::random();
     let mut ticker = tokio::time::interval(interval);
@@ -139,8 +157,16 @@ async fn pump(track: Arc<TrackLocalStaticRTP>, ssrc: u32, payload_type: u8, inte
                 ssrc,
                 ..Default::default()
             },
-            payload: bytes::Bytes::from(vec![0x90u8; payload_len]),
+            payload: match gop {
+                None => bytes::Bytes::from(vec![0x90u8; payload_len]),
+                Some(every) => {
+                    let mut p = vec![0x10u8, if n.is_multiple_of(every) { 0x00 } else { 0x01 }];
+                    p.resize(payload_len, 0x90);
+                    bytes::Bytes::from(p)
+                }
+            },
         };
+        n += 1;
         // Errors before the track is bound (negotiation in flight) are expected; keep pacing.
         let _ = track.write_rtp(packet).await;
         seq = seq.wrapping_add(1);
@@ -174,8 +200,10 @@ impl MediaPeer {
 
         let mut tasks = Vec::new();
         // Payload types from our own media engine's defaults (the offer uses them; the SFU answers in kind).
-        tasks.push(tokio::spawn(pump(audio, audio_ssrc, 111, Duration::from_millis(20), 960, 80)));
-        tasks.push(tokio::spawn(pump(Arc::clone(&video), video_ssrc, video_codec.payload_type(), Duration::from_millis(33), 3000, 1000)));
+        tasks.push(tokio::spawn(pump(audio, audio_ssrc, 111, Duration::from_millis(20), 960, 80, None)));
+        let gop = (video_codec == VideoCodec::Vp8Gop).then_some(GOP_PACKETS);
+        let pt = video_codec.payload_type();
+        tasks.push(tokio::spawn(pump(Arc::clone(&video), video_ssrc, pt, Duration::from_millis(33), 3000, 1000, gop)));
 
         let kf = Arc::clone(&received);
         tasks.push(tokio::spawn(async move {
