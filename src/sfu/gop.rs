@@ -6,13 +6,17 @@
 //! then saw nothing for 200-400 ms (the request repeated until the encoder answered). The first keyframe is
 //! still in this cache, so the viewer gets it, and the frames since, straight away.
 //!
-//! Bounded: when the group grows past `MAX_PACKETS` (a long time since the last keyframe) the cache empties and
-//! stays empty until the next keyframe; a subscriber arriving then asks for a keyframe as before.
+//! Bounded, because the group goes out to the new viewer in one burst: at most `MAX_AGE` of video. Once the last
+//! keyframe is older, a new viewer asks for a keyframe as before, which the browser then answers at once (its
+//! last keyframe is long past). When the group grows past `MAX_PACKETS` the cache empties and stays empty until
+//! the next keyframe.
 
 use rtc::rtp::Packet;
 
-/// About two seconds of 1.5 Mbps video; the packets' payloads are shared with the fan-out ring.
-pub const MAX_PACKETS: usize = 384;
+/// About 1.5 s of 1.5 Mbps video; the packets' payloads are shared with the fan-out ring.
+pub const MAX_PACKETS: usize = 256;
+/// One second on the 90 kHz RTP clock that VP8 and H.264 use (RFC 7741, RFC 6184).
+const MAX_AGE: u32 = 90_000;
 
 #[derive(Default)]
 pub struct GopCache {
@@ -44,13 +48,14 @@ impl GopCache {
 
     /// The cached packets that precede the packet numbered `seq` in the current group, for a subscriber whose
     /// first live packet is `seq`. None if `seq` is not in the group (no keyframe cached, or `seq` belongs to
-    /// an older group): then there is nothing that lets the subscriber decode from `seq`.
+    /// an older group), or if the keyframe is more than `MAX_AGE` older than it.
     pub fn before(&self, seq: u16) -> Option<Vec<Packet>> {
         if !self.valid {
             return None;
         }
         let at = self.packets.iter().position(|p| p.header.sequence_number == seq)?;
-        Some(self.packets[..at].to_vec())
+        let age = self.packets[at].header.timestamp.wrapping_sub(self.packets[0].header.timestamp);
+        (age <= MAX_AGE).then(|| self.packets[..at].to_vec())
     }
 }
 
@@ -89,6 +94,16 @@ mod tests {
         gop.push(&packet(16, 500), false);
         assert_eq!(seqs(&gop.before(16).unwrap()), [14, 15]);
         assert!(gop.before(13).is_none());
+    }
+
+    #[test]
+    fn a_keyframe_older_than_a_second_is_not_replayed() {
+        let mut gop = GopCache::default();
+        gop.push(&packet(1, 0), true);
+        gop.push(&packet(2, MAX_AGE), false);
+        gop.push(&packet(3, MAX_AGE + 3000), false);
+        assert_eq!(seqs(&gop.before(2).unwrap()), [1]);
+        assert!(gop.before(3).is_none(), "a viewer starting here asks for a fresh keyframe instead");
     }
 
     #[test]

@@ -127,8 +127,9 @@ fn local_track(kind: RtpCodecKind, mime: &str, fmtp: &str, clock_rate: u32, chan
     rtp_track("synthetic".to_owned(), format!("synthetic-{kind}"), kind, codec, ssrc)
 }
 
-/// Packets from one keyframe to the next in `VideoCodec::Vp8Gop`: 1.5 s at 30 packets a second.
-pub const GOP_PACKETS: u64 = 45;
+/// Packets from one keyframe to the next in `VideoCodec::Vp8Gop`: 0.8 s at 30 packets a second (under the
+/// SFU's one-second limit on the keyframe it replays).
+pub const GOP_PACKETS: u64 = 24;
 
 /// Writes synthetic RTP at a steady pace: Opus every 20 ms, VP8 every 33 ms. With `gop`, the payload is a VP8
 /// keyframe every `gop` packets and a delta frame otherwise.
