@@ -112,13 +112,18 @@ impl PeerConnectionEventHandler for Handler {
         let ended = move |id: String| {
             let _ = events.send(PeerEvent::TrackEnded(id));
         };
-        match PublishedTrack::start(id, self.participant.clone(), track, Arc::clone(&self.stats), ended).await {
-            Some(published) => {
-                tracing::debug!(participant = %self.participant, track = %published.id, codec = %published.codec.mime_type, "track published");
-                let _ = self.events.send(PeerEvent::TrackPublished(published));
+        let (participant, events, stats) = (self.participant.clone(), self.events.clone(), Arc::clone(&self.stats));
+        // Spawned: this runs inside webrtc-rs's driver task, and starting the track may have to wait for the
+        // driver to read more packets (see `track::coding`).
+        tokio::spawn(async move {
+            match PublishedTrack::start(id, participant.clone(), track, stats, ended).await {
+                Some(published) => {
+                    tracing::debug!(%participant, track = %published.id, codec = %published.codec.mime_type, "track published");
+                    let _ = events.send(PeerEvent::TrackPublished(published));
+                }
+                None => tracing::warn!(%participant, "remote track without SSRC or codec ignored"),
             }
-            None => tracing::warn!(participant = %self.participant, "remote track without SSRC or codec ignored"),
-        }
+        });
     }
 }
 

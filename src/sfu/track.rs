@@ -58,8 +58,7 @@ impl PublishedTrack {
         stats: Arc<SfuStats>,
         on_end: impl FnOnce(String) + Send + 'static,
     ) -> Option<Arc<Self>> {
-        let media_ssrc = *remote.ssrcs().await.first()?;
-        let codec = remote.codec(media_ssrc).await?;
+        let (media_ssrc, codec) = coding(&*remote).await?;
         let kind = remote.kind().await;
         let (packets, _) = broadcast::channel(FANOUT_CAPACITY);
         let recognised = codec::is_keyframe(&codec.mime_type, &[]).is_some();
@@ -121,6 +120,30 @@ impl PublishedTrack {
         if let Err(e) = self.remote.write_rtcp(vec![Box::new(pli)]).await {
             tracing::debug!(track = %self.id, error = %e, "keyframe request not sent");
         }
+    }
+}
+
+/// How long to wait for a remote track's SSRC and codec (see `coding`).
+const CODING_WAIT: Duration = Duration::from_secs(2);
+
+/// The remote track's media SSRC and codec. webrtc-rs 0.21 can open a track whose coding is not filled in:
+/// a renegotiation of the same connection (ours, adding someone else's tracks) racing the publisher's first
+/// packet resets the receiver's coding, and the track was then dropped for the whole call (seen once in the
+/// browser test: a participant never heard). The next packet fills the coding in again, so wait for it. Runs
+/// outside webrtc-rs's driver task (see `peer::Handler::on_track`), which must go on reading packets.
+async fn coding(remote: &dyn TrackRemote) -> Option<(u32, RTCRtpCodec)> {
+    let deadline = Instant::now() + CODING_WAIT;
+    loop {
+        if let Some(&ssrc) = remote.ssrcs().await.first()
+            && let Some(codec) = remote.codec(ssrc).await
+            && !codec.mime_type.is_empty()
+        {
+            return Some((ssrc, codec));
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
