@@ -5,16 +5,25 @@
 //! just started sending ignores a request that comes right after its own first keyframe), and without a
 //! keyframe the viewer shows nothing until its decoder asks again, a second or more later.
 
-/// Whether `payload` (one RTP packet's payload) starts a keyframe. None for codecs not parsed here (VP9, AV1):
-/// the caller then cannot tell and should not insist.
-pub fn is_keyframe(mime_type: &str, payload: &[u8]) -> Option<bool> {
+/// Tells whether one RTP packet's payload starts a keyframe.
+pub type KeyframeParser = fn(&[u8]) -> bool;
+
+/// The parser for `mime_type`, looked up once per track rather than per packet. None for codecs not parsed
+/// here (VP9, AV1, audio): the caller then cannot tell and should not insist.
+pub fn keyframe_parser(mime_type: &str) -> Option<KeyframeParser> {
     if mime_type.eq_ignore_ascii_case("video/VP8") {
-        Some(vp8_keyframe(payload))
+        Some(vp8_keyframe)
     } else if mime_type.eq_ignore_ascii_case("video/H264") {
-        Some(h264_keyframe(payload))
+        Some(h264_keyframe)
     } else {
         None
     }
+}
+
+/// Whether `payload` (one RTP packet's payload) starts a keyframe; None if the codec is not parsed here.
+#[cfg(test)]
+fn is_keyframe(mime_type: &str, payload: &[u8]) -> Option<bool> {
+    keyframe_parser(mime_type).map(|starts| starts(payload))
 }
 
 /// RFC 7741: a payload descriptor, then (at the start of partition 0) the VP8 frame tag whose lowest bit is 0

@@ -43,7 +43,9 @@ pub struct PublishedTrack {
     media_ssrc: u32,
     remote: Arc<dyn TrackRemote>,
     packets: broadcast::Sender<rtp::Packet>,
-    /// For VP8 and H.264 video (whose keyframes `codec` recognises).
+    /// For VP8 and H.264 (whose keyframes `codec` recognises); None for other codecs.
+    keyframe: Option<codec::KeyframeParser>,
+    /// Kept when `keyframe` is known.
     gop: Option<Mutex<GopCache>>,
     throttle: KeyframeThrottle,
     stats: Arc<SfuStats>,
@@ -61,8 +63,8 @@ impl PublishedTrack {
         let (media_ssrc, codec) = coding(&*remote).await?;
         let kind = remote.kind().await;
         let (packets, _) = broadcast::channel(FANOUT_CAPACITY);
-        let recognised = codec::is_keyframe(&codec.mime_type, &[]).is_some();
-        let gop = (kind == RtpCodecKind::Video && recognised).then(|| Mutex::new(GopCache::default()));
+        let keyframe = codec::keyframe_parser(&codec.mime_type);
+        let gop = keyframe.map(|_| Mutex::new(GopCache::default()));
         let track = Arc::new(Self {
             id,
             publisher,
@@ -71,6 +73,7 @@ impl PublishedTrack {
             media_ssrc,
             remote,
             packets,
+            keyframe,
             gop,
             throttle: KeyframeThrottle::new(),
             stats,
@@ -89,8 +92,8 @@ impl PublishedTrack {
                         packet.header.extension = false;
                         packet.header.extensions.clear();
                         packet.header.extensions_padding = 0;
-                        if let Some(gop) = &reader.gop {
-                            let keyframe = codec::is_keyframe(&reader.codec.mime_type, &packet.payload) == Some(true);
+                        if let (Some(gop), Some(starts_keyframe)) = (&reader.gop, reader.keyframe) {
+                            let keyframe = starts_keyframe(&packet.payload);
                             gop.lock().unwrap_or_else(|e| e.into_inner()).push(&packet, keyframe);
                         }
                         // No receivers is fine: nobody subscribed yet.
@@ -227,7 +230,7 @@ async fn forward(
     // newer packets by then, and the older ones would only be refused.)
     let mut fresh = true;
     loop {
-        let mut packet = match rx.recv().await {
+        let packet = match rx.recv().await {
             Ok(p) => p,
             Err(broadcast::error::RecvError::Lagged(skipped)) => {
                 // Fell behind: the channel already dropped our oldest packets. Resume from the newest
@@ -257,51 +260,48 @@ async fn forward(
             }
         }
         let pt = payload_type.unwrap_or_default();
+        let mut sent = true;
         if fresh && keyframe.waiting() {
             // Start a new viewer on the publisher's last keyframe, if it is still cached, and the packets since.
             let group = published.gop_before(packet.header.sequence_number).filter(|g| !g.is_empty());
             tracing::debug!(track = %published.id, cached = group.as_ref().map(Vec::len), "new video subscriber");
             if let Some(group) = group {
-                let sent = write_all(&published, &local, group, ssrc, pt).await;
-                if !sent {
-                    payload_type = None;
-                    keyframe = KeyframeWait::new(is_video);
-                    continue;
+                for cached in group {
+                    sent = send(&published, &local, cached, ssrc, pt).await;
+                    if !sent {
+                        break;
+                    }
                 }
-                keyframe.started_on_keyframe();
+                if sent {
+                    keyframe.started_on_keyframe();
+                }
             }
         }
-        packet.header.ssrc = ssrc;
-        packet.header.payload_type = pt;
-        let bytes = packet.payload.len() as u64;
-        let is_keyframe = keyframe.waiting().then(|| codec::is_keyframe(&published.codec.mime_type, &packet.payload));
-        if local.write_rtp(packet).await.is_err() {
+        let is_keyframe = keyframe.waiting().then(|| published.keyframe.map(|starts| starts(&packet.payload)));
+        if !(sent && send(&published, &local, packet, ssrc, pt).await) {
             // Not bound yet (negotiation in flight) or already gone; forget the mapping and retry.
             payload_type = None;
             keyframe = KeyframeWait::new(is_video);
             continue;
         }
         fresh = false;
-        published.stats.packets_out.fetch_add(1, Ordering::Relaxed);
-        published.stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
         if keyframe.after_write(is_keyframe.flatten(), Instant::now()) {
             published.request_keyframe(KeyframeReason::Resync).await;
         }
     }
 }
 
-/// Forwards cached packets (rewritten for this subscriber's leg). False if the leg refused one.
-async fn write_all(published: &PublishedTrack, local: &TrackLocalStaticRTP, group: Vec<rtp::Packet>, ssrc: u32, pt: u8) -> bool {
-    for mut packet in group {
-        packet.header.ssrc = ssrc;
-        packet.header.payload_type = pt;
-        let bytes = packet.payload.len() as u64;
-        if local.write_rtp(packet).await.is_err() {
-            return false;
-        }
-        published.stats.packets_out.fetch_add(1, Ordering::Relaxed);
-        published.stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+/// Rewrites `packet` for this subscriber's leg (its SSRC and payload type), sends and counts it. False if the
+/// leg refused it.
+async fn send(published: &PublishedTrack, local: &TrackLocalStaticRTP, mut packet: rtp::Packet, ssrc: u32, pt: u8) -> bool {
+    packet.header.ssrc = ssrc;
+    packet.header.payload_type = pt;
+    let bytes = packet.payload.len() as u64;
+    if local.write_rtp(packet).await.is_err() {
+        return false;
     }
+    published.stats.packets_out.fetch_add(1, Ordering::Relaxed);
+    published.stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
     true
 }
 
