@@ -64,6 +64,17 @@ fn attendee(meeting: MeetingId, name: &str) -> AttendeeRecord {
     }
 }
 
+/// The `meeting.created` line stored with a meeting, as the local provider writes it.
+fn created_line(m: &MeetingRecord, by: &AuditActor) -> AuditEntry {
+    AuditEntry {
+        action: AuditAction::MeetingCreated,
+        meeting_id: Some(m.id),
+        actor: by.clone(),
+        detail: Some(format!("provider={}", m.provider)),
+        ..Default::default()
+    }
+}
+
 /// The `attendee.created` line stored with an attendee.
 fn joined_line(a: &AttendeeRecord) -> AuditEntry {
     AuditEntry {
@@ -84,7 +95,7 @@ fn deleted_line(m: MeetingId) -> AuditEntry {
 async fn a_meeting_round_trips_and_disappears_once_deleted() {
     on_both(|store| async move {
         let m = meeting();
-        store.insert_meeting(&m, &AuditActor::System).await.unwrap();
+        store.insert_meeting(&m, &created_line(&m, &AuditActor::System)).await.unwrap();
         let got = store.find_live_meeting(m.id).await.unwrap().expect("stored");
         assert_eq!((got.id, got.external_meeting_id.as_str(), got.appointment_id.as_deref()), (m.id, "appointment-1", Some("1")));
         assert_eq!((got.provider.as_str(), got.media_region.as_str()), ("local", "us-east-1"));
@@ -102,7 +113,7 @@ async fn a_meeting_round_trips_and_disappears_once_deleted() {
 async fn attendees_are_listed_in_order_and_found_only_while_their_meeting_lives() {
     on_both(|store| async move {
         let m = meeting();
-        store.insert_meeting(&m, &AuditActor::System).await.unwrap();
+        store.insert_meeting(&m, &created_line(&m, &AuditActor::System)).await.unwrap();
         let a = attendee(m.id, "Dr. Smith");
         let b = attendee(m.id, "Pat Patient");
         assert_eq!(store.insert_attendee(&a, 250, &joined_line(&a)).await.unwrap(), InsertAttendee::Inserted);
@@ -143,7 +154,7 @@ async fn attendees_are_listed_in_order_and_found_only_while_their_meeting_lives(
 async fn concurrent_attendee_inserts_never_exceed_the_limit() {
     on_both(|store| async move {
         let m = meeting();
-        store.insert_meeting(&m, &AuditActor::System).await.unwrap();
+        store.insert_meeting(&m, &created_line(&m, &AuditActor::System)).await.unwrap();
         let tries: Vec<_> = (0..12).map(|i| attendee(m.id, &format!("Attendee {i}"))).collect();
         let results = futures::future::join_all(tries.iter().map(|a| {
             let store = &store;
@@ -221,7 +232,7 @@ async fn a_reopened_sqlite_file_keeps_its_meetings() {
     let m = meeting();
     {
         let store = SqliteStore::connect(&url).await.unwrap();
-        store.insert_meeting(&m, &AuditActor::System).await.unwrap();
+        store.insert_meeting(&m, &created_line(&m, &AuditActor::System)).await.unwrap();
         let a = attendee(m.id, "Dr. Smith");
         store.insert_attendee(&a, 250, &joined_line(&a)).await.unwrap();
     }
@@ -243,7 +254,7 @@ fn created_by(fingerprint: &str) -> AuditActor {
 async fn a_meeting_is_stored_with_its_creation_audit_line() {
     on_both(|store| async move {
         let m = meeting();
-        store.insert_meeting(&m, &created_by("0123456789ab")).await.unwrap();
+        store.insert_meeting(&m, &created_line(&m, &created_by("0123456789ab"))).await.unwrap();
         let log = store.audit_for_meeting(m.id).await.unwrap();
         assert_eq!(log.len(), 1);
         assert_eq!((log[0].action.as_str(), log[0].actor.as_str()), ("meeting.created", "api-key:0123456789ab"));
@@ -257,7 +268,7 @@ async fn five_hundred_concurrent_writes_all_land_and_read_back() {
     on_both(|store| async move {
         let meetings: Vec<MeetingRecord> = (0..500).map(|_| meeting()).collect();
         let joined: Vec<_> = meetings.iter().map(|m| (m.id, AttendeeId::new())).collect();
-        let creates = futures::future::join_all(meetings.iter().map(|m| store.insert_meeting(m, &AuditActor::System)));
+        let creates = futures::future::join_all(meetings.iter().map(|m| async { store.insert_meeting(m, &created_line(m, &AuditActor::System)).await }));
         let audits = futures::future::join_all(joined.iter().map(|&(m, a)| {
             let entry = AuditEntry { meeting_id: Some(m), attendee_id: Some(a), ..Default::default() };
             store.append_audit(AuditEntry { action: AuditAction::AttendeeJoined, ..entry })
@@ -280,10 +291,10 @@ async fn five_hundred_concurrent_writes_all_land_and_read_back() {
 async fn a_failing_write_does_not_affect_the_others_written_with_it() {
     on_both(|store| async move {
         let gone = meeting();
-        store.insert_meeting(&gone, &AuditActor::System).await.unwrap();
+        store.insert_meeting(&gone, &created_line(&gone, &AuditActor::System)).await.unwrap();
         store.mark_meeting_deleted(gone.id, &deleted_line(gone.id)).await.unwrap();
         let live = meeting();
-        store.insert_meeting(&live, &AuditActor::System).await.unwrap();
+        store.insert_meeting(&live, &created_line(&live, &AuditActor::System)).await.unwrap();
 
         // Issued together (on SQLite, one transaction): a duplicate MeetingId between good inserts, and an
         // attendee for a deleted meeting between good attendees.
@@ -295,7 +306,7 @@ async fn a_failing_write_does_not_affect_the_others_written_with_it() {
             (0..10).map(|i| attendee(if i == 5 { gone.id } else { live.id }, &format!("Attendee {i}"))).collect();
         let by = AuditActor::System;
         let (created, inserted) = futures::join!(
-            futures::future::join_all(meetings.map(|m| store.insert_meeting(m, &by))),
+            futures::future::join_all(meetings.map(|m| async { store.insert_meeting(m, &created_line(m, &by)).await })),
             futures::future::join_all(attendees.iter().map(|a| async { store.insert_attendee(a, 250, &joined_line(a)).await })),
         );
 
@@ -338,7 +349,9 @@ async fn a_meeting_whose_audit_line_fails_is_not_stored_and_its_neighbours_are()
     let ms: Vec<MeetingRecord> = (0..5).map(|_| meeting()).collect();
     let (ok, refused) = (AuditActor::System, created_by("refused"));
     let by = |i: usize| if i == 2 { &refused } else { &ok };
-    let results = futures::future::join_all(ms.iter().enumerate().map(|(i, m)| store.insert_meeting(m, by(i)))).await;
+    let store = &store;
+    let inserts = ms.iter().enumerate().map(|(i, m)| async move { store.insert_meeting(m, &created_line(m, by(i))).await });
+    let results = futures::future::join_all(inserts).await;
     for (i, (m, r)) in ms.iter().zip(&results).enumerate() {
         let stored = store.find_live_meeting(m.id).await.unwrap().is_some();
         let audited = store.audit_for_meeting(m.id).await.unwrap().len();
@@ -360,7 +373,7 @@ async fn an_attendee_or_deletion_whose_audit_line_fails_is_undone_and_its_neighb
     };
     let ms: Vec<MeetingRecord> = (0..4).map(|_| meeting()).collect();
     for m in &ms {
-        store.insert_meeting(m, &AuditActor::System).await.unwrap();
+        store.insert_meeting(m, &created_line(m, &AuditActor::System)).await.unwrap();
     }
     let attendees: Vec<AttendeeRecord> = (0..5).map(|i| attendee(ms[0].id, &format!("Attendee {i}"))).collect();
     // Issued together, so on SQLite they share transactions with the failing ones.

@@ -84,7 +84,8 @@ impl MeetingProvider for LocalProvider {
             created_at: Utc::now(),
             deleted_at: None,
         };
-        self.store.insert_meeting(&rec, &req.created_by).await?;
+        let audit = audit_line(AuditAction::MeetingCreated, id, None, &req.created_by);
+        self.store.insert_meeting(&rec, &audit).await?;
         Ok(self.to_meeting(&rec, origin))
     }
 
@@ -125,7 +126,7 @@ impl MeetingProvider for LocalProvider {
     }
 }
 
-/// The audit line stored with an attendee or a deletion (the `meeting.created` one is the store's own).
+/// The audit line the store writes in the same transaction as a meeting, an attendee or a deletion.
 fn audit_line(action: AuditAction, meeting: MeetingId, attendee: Option<AttendeeId>, by: &AuditActor) -> AuditEntry {
     AuditEntry {
         action,

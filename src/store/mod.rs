@@ -130,9 +130,9 @@ pub struct AuditRecord {
 
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Inserts the meeting together with its `meeting.created` audit line (actor `created_by`, detail
-    /// `provider=…`), in one transaction: neither is ever stored without the other.
-    async fn insert_meeting(&self, meeting: &MeetingRecord, created_by: &AuditActor) -> Result<(), StoreError>;
+    /// Inserts the meeting and appends `audit` (its `meeting.created` line) in one transaction: neither is ever
+    /// stored without the other.
+    async fn insert_meeting(&self, meeting: &MeetingRecord, audit: &AuditEntry) -> Result<(), StoreError>;
     /// The meeting, unless it does not exist or was deleted.
     async fn find_live_meeting(&self, id: MeetingId) -> Result<Option<MeetingRecord>, StoreError>;
     /// Marks the meeting deleted (rows are kept for the audit trail) and appends `audit` (its `meeting.deleted`
@@ -154,17 +154,6 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError>;
     /// The audit trail of one meeting, oldest first.
     async fn audit_for_meeting(&self, meeting: MeetingId) -> Result<Vec<AuditRecord>, StoreError>;
-}
-
-/// The audit line that `insert_meeting` writes with the meeting.
-fn meeting_created(meeting: &MeetingRecord, created_by: &AuditActor) -> AuditEntry {
-    AuditEntry {
-        action: AuditAction::MeetingCreated,
-        meeting_id: Some(meeting.id),
-        attendee_id: None,
-        actor: created_by.clone(),
-        detail: Some(format!("provider={}", meeting.provider)),
-    }
 }
 
 /// Opens the database named by `url` (`sqlite://…` or `postgres://…`) and runs its migrations.

@@ -75,7 +75,7 @@ async fn append_audit(conn: &mut PgConnection, e: AuditEntry) -> Result<(), Stor
 
 #[async_trait::async_trait]
 impl Store for PgStore {
-    async fn insert_meeting(&self, m: &MeetingRecord, created_by: &AuditActor) -> Result<(), StoreError> {
+    async fn insert_meeting(&self, m: &MeetingRecord, audit: &AuditEntry) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO meetings (id, external_meeting_id, appointment_id, provider, media_region, created_at, deleted_at) \
@@ -90,7 +90,7 @@ impl Store for PgStore {
         .bind(m.deleted_at)
         .execute(&mut *tx)
         .await?;
-        append_audit(&mut tx, meeting_created(m, created_by)).await?;
+        append_audit(&mut tx, audit.clone()).await?;
         tx.commit().await?;
         Ok(())
     }

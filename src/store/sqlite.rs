@@ -87,9 +87,8 @@ fn attendee_from_row(row: &SqliteRow) -> Result<AttendeeRecord, StoreError> {
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
-    async fn insert_meeting(&self, m: &MeetingRecord, created_by: &AuditActor) -> Result<(), StoreError> {
-        let audit = meeting_created(m, created_by);
-        self.writer.write(WriteOp::InsertMeeting { meeting: m.clone(), audit }).await?;
+    async fn insert_meeting(&self, m: &MeetingRecord, audit: &AuditEntry) -> Result<(), StoreError> {
+        self.writer.write(WriteOp::InsertMeeting { meeting: m.clone(), audit: audit.clone() }).await?;
         Ok(())
     }
 
