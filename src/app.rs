@@ -1,9 +1,9 @@
-//! The application state every request handler sees. Providers, stores and the room registry are trait
-//! objects / shared handles, so a test can swap any of them.
+//! The application state every request handler sees. Backends (inside the meetings service), stores and the
+//! room registry are trait objects / shared handles, so a test can swap any of them.
 
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::meetings::MeetingProvider;
+use crate::meetings::MeetingService;
 use crate::metrics::Metrics;
 use crate::room::Rooms;
 use crate::store::Store;
@@ -15,7 +15,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub auth: Arc<Auth>,
-    pub meetings: Arc<dyn MeetingProvider>,
+    pub meetings: Arc<MeetingService>,
     pub rooms: Arc<Rooms>,
     /// What `GET /metrics` exposes; handlers record latencies and outcomes here.
     pub metrics: Arc<Metrics>,

@@ -115,6 +115,46 @@ chime_string!(
     "attendeeName"
 );
 
+/// Which backend serves a meeting. Chosen once, at creation, and stored with the meeting: every later call
+/// for it goes to the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// Our own SFU (offline clinics, demo mode, failover).
+    Local,
+    /// Amazon Chime SDK Meetings.
+    Chime,
+}
+
+impl Provider {
+    pub const ALL: [Provider; 2] = [Provider::Local, Provider::Chime];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Local => "local",
+            Provider::Chime => "chime",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// The one that is not this one (failover goes there).
+    pub fn other(self) -> Self {
+        match self {
+            Provider::Local => Provider::Chime,
+            Provider::Chime => Provider::Local,
+        }
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use crate::app::{AppState, Shutdown};
 use crate::auth::{Auth, KeySource};
 use crate::config::Config;
 use crate::http::{self, ListenerScheme};
-use crate::meetings::{LocalProvider, MeetingProvider};
+use crate::meetings::{LocalBackend, MeetingService};
 use crate::metrics::Metrics;
 use crate::room::Rooms;
 use crate::sfu::Sfu;
@@ -44,9 +44,9 @@ impl Server {
         let config = Arc::new(config);
         let store = store::connect(&config.database_url).await?;
         let auth = Arc::new(Auth::load(&config)?);
-        let meetings: Arc<dyn MeetingProvider> =
-            Arc::new(LocalProvider::new(store.clone(), auth.clone(), config.media_region.clone()));
         let rooms = Rooms::new(Sfu::new(config.sfu.clone()));
+        let local = Arc::new(LocalBackend::new(auth.clone(), config.media_region.clone()));
+        let meetings = Arc::new(MeetingService::new(store.clone(), rooms.clone(), local));
         let metrics = Metrics::new(Arc::clone(&rooms));
         let state = AppState { config, store, auth, meetings, rooms, metrics, shutdown: Shutdown::default() };
         Self::with_state(state).await

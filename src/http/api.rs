@@ -20,7 +20,7 @@
 use super::error::{ApiError, ErrorCode};
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::ids::{ExternalMeetingId, ExternalUserId, MeetingId};
+use crate::ids::{ExternalMeetingId, ExternalUserId, MeetingId, Provider};
 use crate::meetings::{CreateMeeting, Origin};
 use crate::metrics::ApiAction;
 use crate::store::AuditActor;
@@ -129,14 +129,15 @@ async fn dispatch(state: &AppState, req: ApiRequest, origin: &Origin, headers: &
                 .transpose()
                 .map_err(|e| ApiError::unprocessable(e.to_string()))?;
             let appointment_id = appointment_id.map(AppointmentRef::into_text).transpose()?;
-            // The provider stores the `meeting.created` audit line with the meeting, atomically.
+            // The service stores the `meeting.created` audit line with the meeting, atomically.
             let created_by = actor(&caller);
-            let meeting =
+            let served =
                 state.meetings.create_meeting(CreateMeeting { external_meeting_id, appointment_id, created_by }, origin).await?;
-            tracing::info!(meeting_id = %meeting.meeting_id, provider = state.meetings.name(), "meeting created");
-            let invite = state.auth.issue_invite(meeting.meeting_id);
-            let link = format!("/telehealth-aws.html?meeting={}&invite={invite}", meeting.meeting_id);
-            Ok(success(state, json!({"meeting": meeting, "link": link})))
+            let meeting = &served.value;
+            tracing::info!(meeting_id = %meeting.id, provider = %served.provider, "meeting created");
+            let invite = state.auth.issue_invite(meeting.id);
+            let link = format!("/telehealth-aws.html?meeting={}&invite={invite}", meeting.id);
+            Ok(success(state, served.provider, json!({"meeting": meeting, "link": link})))
         }
         ApiRequest::CreateAttendee { meeting_id, attendee_name, invite } => {
             let meeting_id = parse_meeting_id(&meeting_id)?;
@@ -144,30 +145,28 @@ async fn dispatch(state: &AppState, req: ApiRequest, origin: &Origin, headers: &
             refuse_while_draining(state)?;
             let name = ExternalUserId::parse(&attendee_name).map_err(|e| ApiError::unprocessable(e.to_string()))?;
             // Stored with its `attendee.created` audit line, atomically: fail closed, never an unaudited seat.
-            let attendee = state.meetings.create_attendee(meeting_id, name, &actor(&caller)).await?;
+            let served = state.meetings.create_attendee(meeting_id, name, &actor(&caller), origin).await?;
+            let (attendee, meeting) = &served.value;
             tracing::info!(%meeting_id, attendee_id = %attendee.attendee_id, "attendee created");
             // `meeting` is our addition: the patient's page learns its SignalingUrl without an API key.
-            let meeting = state.meetings.get_meeting(meeting_id, origin).await?;
-            Ok(success(state, json!({"attendee": attendee, "meeting": meeting})))
+            Ok(success(state, served.provider, json!({"attendee": attendee, "meeting": meeting})))
         }
         ApiRequest::DeleteMeeting { meeting_id } => {
             let caller = require_key(state, headers)?;
             let meeting_id = parse_meeting_id(&meeting_id)?;
-            state.meetings.delete_meeting(meeting_id, &actor(&caller)).await?;
-            // Marked deleted first, so nobody can rejoin while the room is being emptied.
-            state.rooms.end_meeting(meeting_id, signaling::EndReason::Deleted).await;
+            let served = state.meetings.delete_meeting(meeting_id, &actor(&caller)).await?;
             tracing::info!(%meeting_id, "meeting deleted");
-            Ok(success(state, json!({})))
+            Ok(success(state, served.provider, json!({})))
         }
         ApiRequest::GetMeeting { meeting_id } => {
             require_key(state, headers)?;
-            let meeting = state.meetings.get_meeting(parse_meeting_id(&meeting_id)?, origin).await?;
-            Ok(success(state, json!({"meeting": meeting})))
+            let served = state.meetings.get_meeting(parse_meeting_id(&meeting_id)?, origin).await?;
+            Ok(success(state, served.provider, json!({"meeting": served.value})))
         }
         ApiRequest::ListAttendees { meeting_id } => {
             require_key(state, headers)?;
-            let attendees = state.meetings.list_attendees(parse_meeting_id(&meeting_id)?).await?;
-            Ok(success(state, json!({"attendees": attendees})))
+            let served = state.meetings.list_attendees(parse_meeting_id(&meeting_id)?).await?;
+            Ok(success(state, served.provider, json!({"attendees": served.value})))
         }
     }
 }
@@ -177,11 +176,12 @@ pub async fn method_not_allowed() -> ApiError {
     ApiError::new(ErrorCode::MethodNotAllowed, "use POST with a JSON body")
 }
 
-/// Every success carries `success`, `demoMode` and `provider` next to Chime's own fields.
-fn success(state: &AppState, mut body: Value) -> Response {
+/// Every success carries `success`, `demoMode` and the `provider` of the meeting it is about next to Chime's
+/// own fields.
+fn success(state: &AppState, provider: Provider, mut body: Value) -> Response {
     body["success"] = json!(true);
     body["demoMode"] = json!(state.meetings.demo_mode());
-    body["provider"] = json!(state.meetings.name());
+    body["provider"] = json!(provider);
     Json(body).into_response()
 }
 

@@ -4,7 +4,8 @@
 //! A 5xx says only that something went wrong; its cause goes to the trace at error level (ids only, never
 //! patient data: store errors carry no bound values because statement logging is off and messages are ours).
 
-use crate::meetings::MeetingError;
+use crate::ids::Provider;
+use crate::meetings::{BackendError, MeetingError, ProviderErrorKind};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -111,6 +112,42 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl ApiError {
+    /// A provider's failure in the contract's terms. A 4xx keeps the provider's message (it explains the
+    /// caller's own request); a 5xx says only which way it failed, the cause goes to the trace.
+    fn from_backend(provider: Provider, e: BackendError) -> Self {
+        let unavailable = |what: &str| {
+            tracing::warn!(%provider, error = %e, "provider call failed");
+            Self::new(ErrorCode::ServiceUnavailable, format!("the {provider} video service {what}"))
+        };
+        match &e {
+            BackendError::NotFound => Self::not_found("the meeting does not exist or was deleted"),
+            BackendError::AtCapacity => Self::new(ErrorCode::ServiceUnavailable, "the video server is at capacity"),
+            BackendError::Timeout => unavailable("did not answer in time"),
+            BackendError::Failed(_) => unavailable("could not be reached"),
+            BackendError::Provider { kind, message } => {
+                let code = match kind {
+                    ProviderErrorKind::BadRequest => ErrorCode::BadRequest,
+                    ProviderErrorKind::Unauthorized => ErrorCode::Unauthorized,
+                    ProviderErrorKind::Forbidden => ErrorCode::Forbidden,
+                    ProviderErrorKind::NotFound => ErrorCode::NotFound,
+                    ProviderErrorKind::Conflict => ErrorCode::Conflict,
+                    ProviderErrorKind::UnprocessableEntity => ErrorCode::UnprocessableEntity,
+                    ProviderErrorKind::Throttling => ErrorCode::Throttling,
+                    ProviderErrorKind::ServiceUnavailable => return unavailable("is unavailable"),
+                    ProviderErrorKind::ServiceFailure => {
+                        tracing::error!(%provider, error = %e, "provider call failed");
+                        return Self::new(ErrorCode::ServiceFailure, "the service failed to process the request");
+                    }
+                };
+                tracing::info!(%provider, code = kind.as_str(), "provider refused the request");
+                let message = if message.is_empty() { format!("the {provider} video service refused the request") } else { message.clone() };
+                Self::new(code, message)
+            }
+        }
+    }
+}
+
 /// axum's JSON extractor failures, mapped onto our codes. Shape errors (wrong types, missing fields,
 /// unknown action) are 400 like any other bad input, not axum's 422.
 impl From<JsonRejection> for ApiError {
@@ -133,6 +170,7 @@ impl From<MeetingError> for ApiError {
             MeetingError::NotFound => Self::not_found("the meeting does not exist or was deleted"),
             MeetingError::AttendeeLimit => Self::new(ErrorCode::UnprocessableEntity, e.to_string()),
             MeetingError::Unavailable => Self::new(ErrorCode::ServiceUnavailable, e.to_string()),
+            MeetingError::Provider { provider, source } => Self::from_backend(provider, source),
             MeetingError::Store(cause) => Self::internal(&cause),
         }
     }
