@@ -1,6 +1,6 @@
-//! API keys, invite tokens and join tokens.
+//! API keys, invite tokens, join tokens and presence tokens.
 //!
-//! Three kinds of credential, three kinds of holder:
+//! Four kinds of credential:
 //! - **API key** (bearer): practitioners and server-to-server callers. From `TELEHEALTH_API_KEYS`, or generated
 //!   once into `data_dir/api-key` (mode 0600) and reused on later starts. Compared in constant time.
 //! - **Invite token**: what a patient's link carries. Bound to one meeting; lets its holder call
@@ -8,6 +8,9 @@
 //!   kills it, because every use also checks the store.
 //! - **Join token** (Chime's `JoinToken`): bound to one meeting and one attendee, expires at
 //!   `min(meeting end, now + join_token_ttl)`. The WebSocket handler verifies it, then checks the store.
+//!   (For a Chime meeting the JoinToken is Chime's own.)
+//! - **Presence token**: a Chime attendee's page holds one to report when it joined, stays and leaves (the
+//!   usage record); bound to one meeting and one attendee, it can do nothing else.
 //!
 //! Tokens are opaque base64url strings: `version | kind | meeting | [attendee] | expires_at | HMAC-SHA256`.
 //! The kind byte is inside the MAC, so an invite can never pass as a join token or the other way round.
@@ -29,6 +32,7 @@ type HmacSha256 = Hmac<Sha256>;
 const TOKEN_VERSION: u8 = 1;
 const KIND_JOIN: u8 = b'J';
 const KIND_INVITE: u8 = b'I';
+const KIND_PRESENCE: u8 = b'P';
 const MAC_LEN: usize = 32;
 /// File names under `data_dir`.
 pub const API_KEY_FILE: &str = "api-key";
@@ -158,6 +162,23 @@ impl Auth {
         Ok(JoinClaims { meeting_id, attendee_id, expires_at })
     }
 
+    /// A Chime attendee's presence token: lets its page report joining, staying and leaving (usage), for this
+    /// meeting and attendee only. Chime's own JoinToken is Chime's, so the gateway cannot check that one.
+    pub fn issue_presence_token(&self, meeting: MeetingId, attendee: AttendeeId, meeting_ends_at: Option<i64>) -> String {
+        let ttl_end = now().saturating_add(self.join_token_ttl_secs);
+        let expires_at = meeting_ends_at.map_or(ttl_end, |end| end.min(ttl_end));
+        self.sign(KIND_PRESENCE, meeting, Some(attendee), expires_at)
+    }
+
+    pub fn verify_presence_token(&self, token: &str) -> Result<JoinClaims, AuthError> {
+        let (meeting_id, attendee, expires_at) = self.open(KIND_PRESENCE, token)?;
+        let attendee_id = attendee.ok_or(AuthError::Malformed)?;
+        if now() >= expires_at {
+            return Err(AuthError::Expired);
+        }
+        Ok(JoinClaims { meeting_id, attendee_id, expires_at })
+    }
+
     /// An invite for one meeting (carried in the patient's link).
     pub fn issue_invite(&self, meeting: MeetingId) -> String {
         self.sign(KIND_INVITE, meeting, None, i64::MAX)
@@ -193,10 +214,8 @@ impl Auth {
 
     fn open(&self, kind: u8, token: &str) -> Result<(MeetingId, Option<AttendeeId>, i64), AuthError> {
         let bytes = B64.decode(token.trim()).map_err(|_| AuthError::Malformed)?;
-        let body_len = match kind {
-            KIND_JOIN => 2 + 16 + 16 + 8,
-            _ => 2 + 16 + 8,
-        };
+        let with_attendee = kind != KIND_INVITE;
+        let body_len = if with_attendee { 2 + 16 + 16 + 8 } else { 2 + 16 + 8 };
         if bytes.len() != body_len + MAC_LEN || bytes[0] != TOKEN_VERSION || bytes[1] != kind {
             return Err(AuthError::Malformed);
         }
@@ -207,7 +226,7 @@ impl Auth {
         mac.verify_slice(tag).map_err(|_| AuthError::BadSignature)?;
         let uuid = |at: usize| Uuid::from_slice(&body[at..at + 16]).map_err(|_| AuthError::Malformed);
         let meeting = MeetingId::from(uuid(2)?);
-        let attendee = if kind == KIND_JOIN { Some(AttendeeId::from(uuid(18)?)) } else { None };
+        let attendee = if with_attendee { Some(AttendeeId::from(uuid(18)?)) } else { None };
         let exp = &body[body_len - 8..];
         let expires_at = i64::from_be_bytes(exp.try_into().map_err(|_| AuthError::Malformed)?);
         Ok((meeting, attendee, expires_at))
@@ -326,6 +345,19 @@ mod tests {
         assert_eq!(a.verify_join_token(&invite), Err(AuthError::Malformed));
         let join = a.issue_join_token(m, AttendeeId::new(), None);
         assert_eq!(a.verify_invite(&join), Err(AuthError::Malformed));
+    }
+
+    #[test]
+    fn a_presence_token_is_neither_a_join_token_nor_an_invite() {
+        let a = auth(60);
+        let (m, at) = (MeetingId::new(), AttendeeId::new());
+        let presence = a.issue_presence_token(m, at, None);
+        let claims = a.verify_presence_token(&presence).unwrap();
+        assert_eq!((claims.meeting_id, claims.attendee_id), (m, at));
+        assert_eq!(a.verify_join_token(&presence), Err(AuthError::Malformed));
+        assert_eq!(a.verify_invite(&presence), Err(AuthError::Malformed));
+        assert_eq!(a.verify_presence_token(&a.issue_join_token(m, at, None)), Err(AuthError::Malformed));
+        assert_eq!(a.verify_presence_token(&a.issue_presence_token(m, at, Some(now() - 1))), Err(AuthError::Expired));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One `Config`, read from the environment (and `.env`), validated at start: the gateway refuses to boot
 //! on a bad value rather than limping along. Every variable is documented in README.md and `.env.example`.
 
+use crate::ids::Provider;
 use crate::sfu::SfuConfig;
 use anyhow::{Context, bail};
 use std::net::{IpAddr, SocketAddr};
@@ -12,6 +13,81 @@ pub enum ProviderChoice {
     Auto,
     Local,
     Chime,
+}
+
+/// How the Chime backend reaches Chime. Production leaves `endpoint_url` and `credentials` unset: the AWS SDK
+/// then reads the standard environment (`AWS_ACCESS_KEY_ID` …, `AWS_SESSION_TOKEN`, `AWS_PROFILE`,
+/// `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_CHIME_SDK_MEETINGS`). Tests set both to reach a local fake.
+#[derive(Clone)]
+pub struct ChimeConfig {
+    /// `AWS_CHIME_REGION` (the seed's name). Unset: `AWS_REGION` / `AWS_DEFAULT_REGION` / the profile's, else
+    /// us-east-1.
+    pub region: Option<String>,
+    /// `CHIME_MEDIA_REGION`: where Chime hosts the media. Unset: the region above.
+    pub media_region: Option<String>,
+    /// An endpoint to use instead of the SDK's resolution (tests).
+    pub endpoint_url: Option<String>,
+    /// Static credentials instead of the SDK's default chain (tests): access key id, secret, session token.
+    pub credentials: Option<(String, String, Option<String>)>,
+    /// `CHIME_MAX_ATTEMPTS`: tries per call, the first included (the SDK's standard retry, with backoff).
+    pub max_attempts: u32,
+    /// `CHIME_ATTEMPT_TIMEOUT_MS`: one try's limit.
+    pub attempt_timeout: Duration,
+    /// `CHIME_TIMEOUT_MS`: the whole call's limit, retries included; failover starts after it at the latest.
+    pub call_timeout: Duration,
+}
+
+/// Redacted: it may hold a secret key.
+impl std::fmt::Debug for ChimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChimeConfig")
+            .field("region", &self.region)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("credentials", &self.credentials.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ChimeConfig {
+    fn default() -> Self {
+        Self {
+            region: None,
+            media_region: None,
+            endpoint_url: None,
+            credentials: None,
+            max_attempts: 3,
+            attempt_timeout: Duration::from_millis(2000),
+            call_timeout: Duration::from_millis(5000),
+        }
+    }
+}
+
+/// When meetings are cleaned up, and what usage costs.
+#[derive(Debug, Clone)]
+pub struct LifecycleConfig {
+    /// `MEETING_IDLE_SECS`: a local meeting is deleted this long after its last participant left (default 30 min).
+    pub local_idle: Duration,
+    /// `MEETING_GRACE_SECS`: a meeting outlives its `endsAt` by this much before it is deleted (default 30 min);
+    /// JoinTokens expire then too.
+    pub grace: Duration,
+    /// `CLEANUP_INTERVAL_SECS`: how often the cleanup runs (default 60 s).
+    pub interval: Duration,
+    /// US dollars per attendee-minute for the usage report: `CHIME_COST_PER_ATTENDEE_MINUTE` (default the
+    /// seed's 0.0017) and `LOCAL_COST_PER_ATTENDEE_MINUTE` (default 0).
+    pub chime_cost_per_minute: f64,
+    pub local_cost_per_minute: f64,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self {
+            local_idle: Duration::from_secs(30 * 60),
+            grace: Duration::from_secs(30 * 60),
+            interval: Duration::from_secs(60),
+            chime_cost_per_minute: 0.0017,
+            local_cost_per_minute: 0.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -37,10 +113,20 @@ pub struct Config {
     /// `TELEHEALTH_SIGNING_SECRET`: HMAC key for invite and join tokens (at least 32 characters). Unset: a
     /// random secret is generated under `data_dir` on first start and reused, so tokens survive restarts.
     pub signing_secret: Option<String>,
-    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` both present.
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` both present: `auto` then means Chime (the seed's rule),
+    /// and there is no DEMO MODE banner.
     pub aws_credentials_present: bool,
-    /// `AWS_CHIME_REGION`, default us-east-1 (also the `MediaRegion` local meetings report).
+    /// `AWS_CHIME_REGION`, default us-east-1: the `MediaRegion` local meetings report.
     pub media_region: String,
+    pub chime: ChimeConfig,
+    /// `TELEHEALTH_FAILOVER` (`on` | `off`, default on): create a meeting on the other provider when the chosen
+    /// one cannot.
+    pub failover: bool,
+    /// `LOCAL_MAX_MEETINGS`: meetings with someone connected that the local SFU takes at most (unset: no limit).
+    pub local_max_meetings: Option<usize>,
+    /// `LOCAL_MAX_PARTICIPANTS`: participants connected to the local SFU at most (unset: no limit).
+    pub local_max_participants: Option<usize>,
+    pub lifecycle: LifecycleConfig,
     /// `JOIN_TOKEN_TTL_SECS`: the longest a JoinToken lives (default 24 h).
     pub join_token_ttl: Duration,
     /// `SHUTDOWN_GRACE_SECS`: how long shutdown waits for participants to leave (default 5 s).
@@ -76,6 +162,35 @@ where
     }
 }
 
+/// A number that must be above zero.
+fn positive<T: std::str::FromStr + PartialOrd + Default + Copy>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let v = parse_var(name, default)?;
+    if v <= T::default() {
+        bail!("{name} must be above 0");
+    }
+    Ok(v)
+}
+
+/// Unset (no limit) or a number above zero.
+fn optional_positive(name: &str) -> anyhow::Result<Option<usize>> {
+    if var(name).is_none() {
+        return Ok(None);
+    }
+    positive(name, 1usize).map(Some)
+}
+
+/// A price per attendee-minute: finite and not negative.
+fn rate(name: &str, default: f64) -> anyhow::Result<f64> {
+    let v = parse_var(name, default)?;
+    if !v.is_finite() || v < 0.0 {
+        bail!("{name} must be a price of 0 or more (US dollars per attendee-minute)");
+    }
+    Ok(v)
+}
+
 fn parse_ip_list(name: &str) -> anyhow::Result<Vec<IpAddr>> {
     let Some(v) = var(name) else { return Ok(Vec::new()) };
     v.split(',')
@@ -97,6 +212,21 @@ fn parse_port_range(name: &str) -> anyhow::Result<Option<(u16, u16)>> {
 }
 
 impl Config {
+    /// Where new meetings go: `chime` when asked for, or in `auto` mode when both AWS keys are set.
+    pub fn primary_provider(&self) -> Provider {
+        match self.provider {
+            ProviderChoice::Chime => Provider::Chime,
+            ProviderChoice::Auto if self.aws_credentials_present => Provider::Chime,
+            ProviderChoice::Auto | ProviderChoice::Local => Provider::Local,
+        }
+    }
+
+    /// Whether a Chime backend exists at all: as the primary, or (with AWS keys set) as the overflow of a local
+    /// primary. Meetings stored as Chime's need it to be reached after a restart.
+    pub fn chime_enabled(&self) -> bool {
+        self.provider == ProviderChoice::Chime || self.aws_credentials_present
+    }
+
     /// The defaults with every generated file under `data_dir`, ignoring the environment. For tests and
     /// embedding: callers then override fields (e.g. bind port 0).
     pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
@@ -114,6 +244,11 @@ impl Config {
             signing_secret: None,
             aws_credentials_present: false,
             media_region: "us-east-1".into(),
+            chime: ChimeConfig::default(),
+            failover: true,
+            local_max_meetings: None,
+            local_max_participants: None,
+            lifecycle: LifecycleConfig::default(),
             join_token_ttl: Duration::from_secs(24 * 3600),
             shutdown_grace: Duration::from_secs(5),
             max_body_bytes: 64 * 1024,
@@ -137,9 +272,6 @@ impl Config {
             "chime" => ProviderChoice::Chime,
             other => bail!("TELEHEALTH_PROVIDER={other:?} is invalid: expected auto, local or chime"),
         };
-        if provider == ProviderChoice::Chime {
-            bail!("TELEHEALTH_PROVIDER=chime is not available in this build yet; use auto or local");
-        }
         let api_keys = api_keys_from_env();
         if let Some(short) = api_keys.iter().find(|k| k.len() < 16) {
             bail!("TELEHEALTH_API_KEYS: every key must be at least 16 characters (one has {})", short.len());
@@ -172,6 +304,29 @@ impl Config {
             signing_secret,
             aws_credentials_present: var("AWS_ACCESS_KEY_ID").is_some() && var("AWS_SECRET_ACCESS_KEY").is_some(),
             media_region: var("AWS_CHIME_REGION").unwrap_or_else(|| "us-east-1".into()),
+            chime: ChimeConfig {
+                region: var("AWS_CHIME_REGION"),
+                media_region: var("CHIME_MEDIA_REGION"),
+                endpoint_url: None,
+                credentials: None,
+                max_attempts: positive("CHIME_MAX_ATTEMPTS", 3u32)?,
+                attempt_timeout: Duration::from_millis(positive("CHIME_ATTEMPT_TIMEOUT_MS", 2000u64)?),
+                call_timeout: Duration::from_millis(positive("CHIME_TIMEOUT_MS", 5000u64)?),
+            },
+            failover: match var("TELEHEALTH_FAILOVER").as_deref().unwrap_or("on") {
+                "on" | "true" | "1" => true,
+                "off" | "false" | "0" => false,
+                other => bail!("TELEHEALTH_FAILOVER={other:?} is invalid: expected on or off"),
+            },
+            local_max_meetings: optional_positive("LOCAL_MAX_MEETINGS")?,
+            local_max_participants: optional_positive("LOCAL_MAX_PARTICIPANTS")?,
+            lifecycle: LifecycleConfig {
+                local_idle: Duration::from_secs(positive("MEETING_IDLE_SECS", 30 * 60u64)?),
+                grace: Duration::from_secs(parse_var("MEETING_GRACE_SECS", 30 * 60u64)?),
+                interval: Duration::from_secs(positive("CLEANUP_INTERVAL_SECS", 60u64)?),
+                chime_cost_per_minute: rate("CHIME_COST_PER_ATTENDEE_MINUTE", 0.0017)?,
+                local_cost_per_minute: rate("LOCAL_COST_PER_ATTENDEE_MINUTE", 0.0)?,
+            },
             join_token_ttl: Duration::from_secs(parse_var("JOIN_TOKEN_TTL_SECS", 24 * 3600u64)?),
             shutdown_grace: Duration::from_secs(parse_var("SHUTDOWN_GRACE_SECS", 5u64)?),
             max_body_bytes: parse_var("MAX_BODY_BYTES", 64 * 1024usize)?,

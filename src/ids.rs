@@ -56,6 +56,10 @@ guid_id!(
     /// Chime `AttendeeId`.
     AttendeeId
 );
+guid_id!(
+    /// One attendee's stay in a meeting (usage records).
+    SessionId
+);
 
 /// Why a Chime-limited string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,7 +121,7 @@ chime_string!(
 
 /// Which backend serves a meeting. Chosen once, at creation, and stored with the meeting: every later call
 /// for it goes to the same one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     /// Our own SFU (offline clinics, demo mode, failover).

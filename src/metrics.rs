@@ -10,6 +10,7 @@
 //! status code: nothing a client sends can reach a label, which keeps the series count bounded and keeps
 //! meeting ids, names and tokens out of the exposition.
 
+use crate::ids::Provider;
 use crate::room::Rooms;
 use axum::http::StatusCode;
 use prometheus::core::{Collector, Desc};
@@ -30,6 +31,8 @@ pub enum ApiAction {
     DeleteMeeting,
     GetMeeting,
     ListAttendees,
+    GetUsage,
+    AttendeePresence,
     /// The body did not parse as any action (or never reached the handler: wrong method, too large).
     Invalid,
 }
@@ -42,6 +45,8 @@ impl ApiAction {
             Self::DeleteMeeting => "delete-meeting",
             Self::GetMeeting => "get-meeting",
             Self::ListAttendees => "list-attendees",
+            Self::GetUsage => "get-usage",
+            Self::AttendeePresence => "attendee-presence",
             Self::Invalid => "invalid",
         }
     }
@@ -104,12 +109,41 @@ impl Direction {
     }
 }
 
+/// The `operation` label of the provider counters: one backend call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderOp {
+    CreateMeeting,
+    CreateAttendee,
+    GetMeeting,
+    ListAttendees,
+    DeleteMeeting,
+}
+
+impl ProviderOp {
+    pub const ALL: [ProviderOp; 5] =
+        [Self::CreateMeeting, Self::CreateAttendee, Self::GetMeeting, Self::ListAttendees, Self::DeleteMeeting];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CreateMeeting => "create_meeting",
+            Self::CreateAttendee => "create_attendee",
+            Self::GetMeeting => "get_meeting",
+            Self::ListAttendees => "list_attendees",
+            Self::DeleteMeeting => "delete_meeting",
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     join_duration: Histogram,
     joins: IntCounterVec,
     signaling: IntCounterVec,
     api_duration: HistogramVec,
+    provider_requests: IntCounterVec,
+    provider_errors: IntCounterVec,
+    failovers: IntCounterVec,
+    cleaned: IntCounterVec,
 }
 
 impl Metrics {
@@ -144,6 +178,39 @@ impl Metrics {
             &["action", "status"],
         )
         .expect("valid histogram");
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter")
+        };
+        let provider_requests = counter(
+            "telehealth_provider_requests_total",
+            "Calls to a meeting backend (local SFU or Chime), by provider and operation.",
+            &["provider", "operation"],
+        );
+        let provider_errors = counter(
+            "telehealth_provider_errors_total",
+            "Backend calls that failed, by provider, operation and the contract's error code \
+             (or Timeout, Unreachable, AtCapacity).",
+            &["provider", "operation", "code"],
+        );
+        let failovers = counter(
+            "telehealth_failovers_total",
+            "Meetings created on the other provider because the chosen one could not, by reason.",
+            &["from", "to", "reason"],
+        );
+        let cleaned = counter(
+            "telehealth_meetings_cleaned_total",
+            "Meetings deleted by the automatic cleanup: reason=idle (local, nobody there), window (past its end \
+             plus the grace period), gone (the provider had already ended it).",
+            &["provider", "reason"],
+        );
+        for p in Provider::ALL {
+            for op in ProviderOp::ALL {
+                provider_requests.with_label_values(&[p.as_str(), op.as_str()]);
+            }
+            for reason in ["idle", "window", "gone"] {
+                cleaned.with_label_values(&[p.as_str(), reason]);
+            }
+        }
         let build_info = IntGauge::with_opts(
             Opts::new("telehealth_build_info", "Always 1; the version is in the label.")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -165,6 +232,10 @@ impl Metrics {
             Box::new(joins.clone()),
             Box::new(signaling.clone()),
             Box::new(api_duration.clone()),
+            Box::new(provider_requests.clone()),
+            Box::new(provider_errors.clone()),
+            Box::new(failovers.clone()),
+            Box::new(cleaned.clone()),
             Box::new(build_info),
             Box::new(LiveCollector::new(rooms)),
         ];
@@ -174,7 +245,17 @@ impl Metrics {
         #[cfg(target_os = "linux")]
         registry.register(Box::new(process::ProcessMetrics::new())).expect("process metric names are unique");
 
-        Arc::new(Self { registry, join_duration, joins, signaling, api_duration })
+        Arc::new(Self {
+            registry,
+            join_duration,
+            joins,
+            signaling,
+            api_duration,
+            provider_requests,
+            provider_errors,
+            failovers,
+            cleaned,
+        })
     }
 
     /// The text exposition of every metric.
@@ -200,6 +281,23 @@ impl Metrics {
 
     pub fn api_request(&self, action: ApiAction, status: StatusCode, elapsed: Duration) {
         self.api_duration.with_label_values(&[action.as_str(), status.as_str()]).observe(elapsed.as_secs_f64());
+    }
+
+    /// A backend call and, if it failed, its error code (a fixed name, never provider text).
+    pub fn provider_call(&self, provider: Provider, op: ProviderOp, error: Option<&'static str>) {
+        self.provider_requests.with_label_values(&[provider.as_str(), op.as_str()]).inc();
+        if let Some(code) = error {
+            self.provider_errors.with_label_values(&[provider.as_str(), op.as_str(), code]).inc();
+        }
+    }
+
+    pub fn failover(&self, from: Provider, to: Provider, reason: &'static str) {
+        self.failovers.with_label_values(&[from.as_str(), to.as_str(), reason]).inc();
+    }
+
+    /// `reason`: `idle`, `window` or `gone`.
+    pub fn meeting_cleaned(&self, provider: Provider, reason: &'static str) {
+        self.cleaned.with_label_values(&[provider.as_str(), reason]).inc();
     }
 }
 

@@ -9,7 +9,7 @@ use crate::app::{AppState, Shutdown};
 use crate::auth::{Auth, KeySource};
 use crate::config::Config;
 use crate::http::{self, ListenerScheme};
-use crate::meetings::{LocalBackend, MeetingService};
+use crate::meetings::{Backends, ChimeBackend, LocalBackend, LocalCapacity, MeetingBackend, MeetingService, Routing};
 use crate::metrics::Metrics;
 use crate::room::Rooms;
 use crate::sfu::Sfu;
@@ -45,9 +45,23 @@ impl Server {
         let store = store::connect(&config.database_url).await?;
         let auth = Arc::new(Auth::load(&config)?);
         let rooms = Rooms::new(Sfu::new(config.sfu.clone()));
-        let local = Arc::new(LocalBackend::new(auth.clone(), config.media_region.clone()));
-        let meetings = Arc::new(MeetingService::new(store.clone(), rooms.clone(), local));
         let metrics = Metrics::new(Arc::clone(&rooms));
+        let capacity =
+            LocalCapacity { max_meetings: config.local_max_meetings, max_participants: config.local_max_participants };
+        let local = Arc::new(LocalBackend::new(
+            auth.clone(),
+            rooms.clone(),
+            config.media_region.clone(),
+            capacity,
+            config.lifecycle.grace,
+        ));
+        let chime = match config.chime_enabled() {
+            true => Some(Arc::new(ChimeBackend::new(&config.chime).await) as Arc<dyn MeetingBackend>),
+            false => None,
+        };
+        let routing = Routing { primary: config.primary_provider(), failover: config.failover };
+        let meetings =
+            Arc::new(MeetingService::new(store.clone(), rooms.clone(), metrics.clone(), Backends { local, chime }, routing));
         let state = AppState { config, store, auth, meetings, rooms, metrics, shutdown: Shutdown::default() };
         Self::with_state(state).await
     }
@@ -144,6 +158,7 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let grace = state.config.shutdown_grace;
 
+        tokio::spawn(cleanup_loop(state.clone()));
         let draining = state.clone();
         tokio::spawn(async move {
             signal.await;
@@ -177,6 +192,27 @@ impl Server {
         b.context("HTTPS listener failed")?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Runs the meetings' cleanup (and keeps this process's sessions marked as seen) every
+/// `CLEANUP_INTERVAL_SECS` until shutdown starts.
+async fn cleanup_loop(state: AppState) {
+    let cfg = state.config.lifecycle.clone();
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.wait() => return,
+            _ = tick.tick() => {}
+        }
+        match state.meetings.cleanup(chrono::Utc::now(), &cfg).await {
+            Ok(r) if !r.deleted.is_empty() || r.failed > 0 => {
+                tracing::info!(deleted = r.deleted.len(), failed = r.failed, "cleanup pass");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cleanup pass failed"),
+        }
     }
 }
 

@@ -164,7 +164,17 @@ async fn join(url: &str, token: &str) -> (SignalingClient, ServerMessage) {
 }
 
 const JOIN_RESULTS: [&str; 7] = ["ok", "unauthorized", "not_found", "full", "shutting_down", "unavailable", "timeout"];
-const ACTIONS: [&str; 6] = ["create-meeting", "create-attendee", "delete-meeting", "get-meeting", "list-attendees", "invalid"];
+const ACTIONS: [&str; 8] = [
+    "create-meeting",
+    "create-attendee",
+    "delete-meeting",
+    "get-meeting",
+    "list-attendees",
+    "get-usage",
+    "attendee-presence",
+    "invalid",
+];
+const OPERATIONS: [&str; 5] = ["create_meeting", "create_attendee", "get_meeting", "list_attendees", "delete_meeting"];
 
 #[tokio::test]
 async fn metrics_is_prometheus_text_with_every_documented_metric() {
@@ -204,6 +214,10 @@ async fn metrics_is_prometheus_text_with_every_documented_metric() {
     assert!(s.body.contains("# TYPE telehealth_api_request_duration_seconds histogram\n"));
     let version = env!("CARGO_PKG_VERSION");
     assert_eq!(s.value("telehealth_build_info", &[("version", version)]), 1.0);
+    // The provider counters: the create-meeting above was one local call; every series exists from the start.
+    assert_eq!(s.value("telehealth_provider_requests_total", &[("provider", "local"), ("operation", "create_meeting")]), 1.0);
+    assert_eq!(s.value("telehealth_provider_requests_total", &[("provider", "chime"), ("operation", "get_meeting")]), 0.0);
+    assert_eq!(s.value("telehealth_meetings_cleaned_total", &[("provider", "local"), ("reason", "idle")]), 0.0);
 
     // The process collector (Linux). CPU is to the clock tick (10 ms), not truncated to whole seconds as
     // prometheus' own collector does: this process has used well under a second, and must not read 0.
@@ -379,6 +393,9 @@ async fn the_exposition_holds_no_ids_names_tokens_or_addresses() {
                 "action" => ACTIONS.contains(&value.as_str()),
                 "direction" => ["in", "out"].contains(&value.as_str()),
                 "source" => ["viewer", "relayed"].contains(&value.as_str()),
+                "provider" | "from" | "to" => ["local", "chime"].contains(&value.as_str()),
+                "operation" => OPERATIONS.contains(&value.as_str()),
+                "reason" => ["idle", "window", "gone"].contains(&value.as_str()),
                 "status" => value.len() == 3 && value.chars().all(|c| c.is_ascii_digit()),
                 "le" => value == "+Inf" || value.parse::<f64>().is_ok(),
                 "version" => value == version,

@@ -7,9 +7,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool};
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
-use telehealth_gateway::ids::{AttendeeId, ExternalMeetingId, ExternalUserId, MeetingId};
+use telehealth_gateway::ids::{AttendeeId, ExternalMeetingId, ExternalUserId, MeetingId, Provider};
 use telehealth_gateway::store::{
-    AttendeeRecord, AuditAction, AuditActor, AuditEntry, InsertAttendee, MeetingRecord, PgStore, SqliteStore, Store,
+    AttendeeRecord, AuditAction, AuditActor, AuditEntry, InsertAttendee, InsertMeeting, MeetingRecord, PgStore, SqliteStore, Store,
 };
 
 fn pg_url() -> String {
@@ -47,11 +47,14 @@ fn meeting() -> MeetingRecord {
     MeetingRecord {
         id: MeetingId::new(),
         external_meeting_id: ExternalMeetingId::parse("appointment-1").unwrap(),
-        appointment_id: Some("1".into()),
-        provider: "local".into(),
+        // One live meeting per appointment: each fixture has its own.
+        appointment_id: Some(uuid::Uuid::new_v4().to_string()),
+        provider: Provider::Local,
         media_region: "us-east-1".into(),
         created_at: Utc::now(),
         deleted_at: None,
+        ends_at: None,
+        provider_meeting: None,
     }
 }
 
@@ -97,8 +100,8 @@ async fn a_meeting_round_trips_and_disappears_once_deleted() {
         let m = meeting();
         store.insert_meeting(&m, &created_line(&m, &AuditActor::System)).await.unwrap();
         let got = store.find_live_meeting(m.id).await.unwrap().expect("stored");
-        assert_eq!((got.id, got.external_meeting_id.as_str(), got.appointment_id.as_deref()), (m.id, "appointment-1", Some("1")));
-        assert_eq!((got.provider.as_str(), got.media_region.as_str()), ("local", "us-east-1"));
+        assert_eq!((got.id, got.external_meeting_id.as_str(), &got.appointment_id), (m.id, "appointment-1", &m.appointment_id));
+        assert_eq!((got.provider, got.media_region.as_str()), (Provider::Local, "us-east-1"));
         assert!(store.mark_meeting_deleted(m.id, &deleted_line(m.id)).await.unwrap());
         assert!(store.find_live_meeting(m.id).await.unwrap().is_none());
         assert!(!store.mark_meeting_deleted(m.id, &deleted_line(m.id)).await.unwrap(), "deleting twice reports not-live");
@@ -264,6 +267,31 @@ async fn a_meeting_is_stored_with_its_creation_audit_line() {
 }
 
 #[tokio::test]
+async fn an_appointment_has_one_live_meeting_at_a_time() {
+    on_both(|store| async move {
+        let first = meeting();
+        let second = MeetingRecord { id: MeetingId::new(), ..first.clone() };
+        let by = AuditActor::System;
+        assert_eq!(store.insert_meeting(&first, &created_line(&first, &by)).await.unwrap(), InsertMeeting::Inserted);
+        let refused = store.insert_meeting(&second, &created_line(&second, &by)).await.unwrap();
+        assert_eq!(refused, InsertMeeting::AppointmentTaken);
+        assert!(store.find_live_meeting(second.id).await.unwrap().is_none());
+        assert!(store.audit_for_meeting(second.id).await.unwrap().is_empty(), "no line for the refused meeting");
+        let appointment = first.appointment_id.as_deref().unwrap();
+        let found = store.find_live_meeting_for_appointment(appointment).await.unwrap().expect("the first one");
+        assert_eq!(found.id, first.id);
+
+        // Once the first is deleted, the appointment can have a new one.
+        store.mark_meeting_deleted(first.id, &deleted_line(first.id)).await.unwrap();
+        assert!(store.find_live_meeting_for_appointment(appointment).await.unwrap().is_none());
+        assert_eq!(store.insert_meeting(&second, &created_line(&second, &by)).await.unwrap(), InsertMeeting::Inserted);
+        let found = store.find_live_meeting_for_appointment(appointment).await.unwrap().expect("the second one");
+        assert_eq!(found.id, second.id);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn five_hundred_concurrent_writes_all_land_and_read_back() {
     on_both(|store| async move {
         let meetings: Vec<MeetingRecord> = (0..500).map(|_| meeting()).collect();
@@ -274,7 +302,8 @@ async fn five_hundred_concurrent_writes_all_land_and_read_back() {
             store.append_audit(AuditEntry { action: AuditAction::AttendeeJoined, ..entry })
         }));
         let (creates, audits) = futures::join!(creates, audits);
-        assert!(creates.iter().chain(&audits).all(Result::is_ok), "every write succeeds");
+        assert!(creates.iter().all(|r| matches!(r, Ok(InsertMeeting::Inserted))), "every meeting is stored");
+        assert!(audits.iter().all(Result::is_ok), "every audit line is stored");
         for (m, &(_, attendee)) in meetings.iter().zip(&joined) {
             assert!(store.find_live_meeting(m.id).await.unwrap().is_some(), "meeting {} is stored", m.id);
             let log = store.audit_for_meeting(m.id).await.unwrap();
@@ -300,7 +329,7 @@ async fn a_failing_write_does_not_affect_the_others_written_with_it() {
         // attendee for a deleted meeting between good attendees.
         let fresh: Vec<MeetingRecord> = (0..20).map(|_| meeting()).collect();
         let external_meeting_id = ExternalMeetingId::parse("duplicate").unwrap();
-        let duplicate = MeetingRecord { external_meeting_id, ..fresh[10].clone() };
+        let duplicate = MeetingRecord { external_meeting_id, appointment_id: None, ..fresh[10].clone() };
         let meetings = fresh[..10].iter().chain([&duplicate]).chain(&fresh[10..]);
         let attendees: Vec<AttendeeRecord> =
             (0..10).map(|i| attendee(if i == 5 { gone.id } else { live.id }, &format!("Attendee {i}"))).collect();

@@ -20,8 +20,9 @@
 use super::error::{ApiError, ErrorCode};
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::ids::{ExternalMeetingId, ExternalUserId, MeetingId, Provider};
-use crate::meetings::{CreateMeeting, Origin};
+use crate::ids::{ExternalMeetingId, ExternalUserId, MeetingId, Provider, SessionId};
+use crate::meetings::{CreateMeeting, Origin, PRESENCE_HEARTBEAT_SECS, Presence};
+use chrono::{DateTime, NaiveDate, Utc};
 use crate::metrics::ApiAction;
 use crate::store::AuditActor;
 use axum::extract::rejection::JsonRejection;
@@ -46,7 +47,7 @@ pub enum ListenerScheme {
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum ApiRequest {
     #[serde(rename_all = "camelCase")]
-    CreateMeeting { appointment_id: Option<AppointmentRef>, external_meeting_id: Option<String> },
+    CreateMeeting { appointment_id: Option<AppointmentRef>, external_meeting_id: Option<String>, ends_at: Option<String> },
     #[serde(rename_all = "camelCase")]
     CreateAttendee { meeting_id: String, attendee_name: String, invite: Option<String> },
     #[serde(rename_all = "camelCase")]
@@ -55,6 +56,20 @@ pub enum ApiRequest {
     GetMeeting { meeting_id: String },
     #[serde(rename_all = "camelCase")]
     ListAttendees { meeting_id: String },
+    /// Our addition: attendee-minutes and estimated cost per day and provider.
+    #[serde(rename_all = "camelCase")]
+    GetUsage { from: Option<String>, to: Option<String>, meeting_id: Option<String> },
+    /// Our addition: a Chime attendee's page reports joining, staying and leaving (its presence token).
+    #[serde(rename_all = "camelCase")]
+    AttendeePresence { token: String, event: PresenceEvent, session_id: Option<String> },
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceEvent {
+    Joined,
+    Heartbeat,
+    Left,
 }
 
 /// EHRs send appointment ids as numbers (the seed does) or strings.
@@ -74,6 +89,8 @@ impl ApiRequest {
             Self::DeleteMeeting { .. } => ApiAction::DeleteMeeting,
             Self::GetMeeting { .. } => ApiAction::GetMeeting,
             Self::ListAttendees { .. } => ApiAction::ListAttendees,
+            Self::GetUsage { .. } => ApiAction::GetUsage,
+            Self::AttendeePresence { .. } => ApiAction::AttendeePresence,
         }
     }
 }
@@ -121,7 +138,7 @@ pub async fn handle(
 
 async fn dispatch(state: &AppState, req: ApiRequest, origin: &Origin, headers: &HeaderMap) -> Result<Response, ApiError> {
     match req {
-        ApiRequest::CreateMeeting { appointment_id, external_meeting_id } => {
+        ApiRequest::CreateMeeting { appointment_id, external_meeting_id, ends_at } => {
             let caller = require_key(state, headers)?;
             refuse_while_draining(state)?;
             let external_meeting_id = external_meeting_id
@@ -129,15 +146,19 @@ async fn dispatch(state: &AppState, req: ApiRequest, origin: &Origin, headers: &
                 .transpose()
                 .map_err(|e| ApiError::unprocessable(e.to_string()))?;
             let appointment_id = appointment_id.map(AppointmentRef::into_text).transpose()?;
+            let ends_at = ends_at.as_deref().map(parse_ends_at).transpose()?;
             // The service stores the `meeting.created` audit line with the meeting, atomically.
-            let created_by = actor(&caller);
-            let served =
-                state.meetings.create_meeting(CreateMeeting { external_meeting_id, appointment_id, created_by }, origin).await?;
+            let req = CreateMeeting { external_meeting_id, appointment_id, ends_at, created_by: actor(&caller) };
+            let served = state.meetings.create_meeting(req, origin).await?;
             let meeting = &served.value;
             tracing::info!(meeting_id = %meeting.id, provider = %served.provider, "meeting created");
             let invite = state.auth.issue_invite(meeting.id);
             let link = format!("/telehealth-aws.html?meeting={}&invite={invite}", meeting.id);
-            Ok(success(state, served.provider, json!({"meeting": meeting, "link": link})))
+            let mut body = json!({"meeting": meeting, "link": link});
+            if let Some(f) = served.failover {
+                body["failover"] = json!({"from": f.from, "reason": f.reason});
+            }
+            Ok(success(state, served.provider, body))
         }
         ApiRequest::CreateAttendee { meeting_id, attendee_name, invite } => {
             let meeting_id = parse_meeting_id(&meeting_id)?;
@@ -147,9 +168,16 @@ async fn dispatch(state: &AppState, req: ApiRequest, origin: &Origin, headers: &
             // Stored with its `attendee.created` audit line, atomically: fail closed, never an unaudited seat.
             let served = state.meetings.create_attendee(meeting_id, name, &actor(&caller), origin).await?;
             let (attendee, meeting) = &served.value;
-            tracing::info!(%meeting_id, attendee_id = %attendee.attendee_id, "attendee created");
-            // `meeting` is our addition: the patient's page learns its SignalingUrl without an API key.
-            Ok(success(state, served.provider, json!({"attendee": attendee, "meeting": meeting})))
+            tracing::info!(%meeting_id, attendee_id = %attendee.attendee_id, provider = %served.provider, "attendee created");
+            // `meeting` is our addition: the patient's page learns its SignalingUrl (or Chime's MediaPlacement)
+            // without an API key.
+            let mut body = json!({"attendee": attendee, "meeting": meeting});
+            if served.provider != Provider::Local {
+                // Chime's media never passes through us: the page reports its presence, for usage.
+                let token = state.auth.issue_presence_token(meeting_id, attendee.attendee_id, None);
+                body["presence"] = json!({"token": token, "heartbeatSecs": PRESENCE_HEARTBEAT_SECS});
+            }
+            Ok(success(state, served.provider, body))
         }
         ApiRequest::DeleteMeeting { meeting_id } => {
             let caller = require_key(state, headers)?;
@@ -168,6 +196,37 @@ async fn dispatch(state: &AppState, req: ApiRequest, origin: &Origin, headers: &
             let served = state.meetings.list_attendees(parse_meeting_id(&meeting_id)?).await?;
             Ok(success(state, served.provider, json!({"attendees": served.value})))
         }
+        ApiRequest::GetUsage { from, to, meeting_id } => {
+            require_key(state, headers)?;
+            let today = Utc::now().date_naive();
+            let to = to.as_deref().map(|d| parse_date("to", d)).transpose()?.unwrap_or(today);
+            let from = from.as_deref().map(|d| parse_date("from", d)).transpose()?.unwrap_or(to - chrono::Days::new(29));
+            if from > to || (to - from).num_days() > MAX_USAGE_DAYS {
+                return Err(ApiError::unprocessable(format!("from must not be after to, and at most {MAX_USAGE_DAYS} days before it")));
+            }
+            let meeting = meeting_id.as_deref().map(parse_meeting_id).transpose()?;
+            let usage = state.meetings.usage(from, to, meeting, Utc::now(), &state.config.lifecycle).await?;
+            let mut body = json!({"usage": usage, "success": true});
+            body["demoMode"] = json!(state.meetings.demo_mode());
+            Ok(Json(body).into_response())
+        }
+        ApiRequest::AttendeePresence { token, event, session_id } => {
+            let claims =
+                state.auth.verify_presence_token(&token).map_err(|_| ApiError::unauthorized("the presence token is not valid"))?;
+            let session = || {
+                session_id
+                    .as_deref()
+                    .and_then(SessionId::parse)
+                    .ok_or_else(|| ApiError::bad_request("sessionId (a GUID from the joined report) is required"))
+            };
+            let report = match event {
+                PresenceEvent::Joined => Presence::Joined,
+                PresenceEvent::Heartbeat => Presence::Heartbeat(session()?),
+                PresenceEvent::Left => Presence::Left(session()?),
+            };
+            let id = state.meetings.presence(claims.meeting_id, claims.attendee_id, report).await?;
+            Ok(Json(json!({"success": true, "sessionId": id, "heartbeatSecs": PRESENCE_HEARTBEAT_SECS})).into_response())
+        }
     }
 }
 
@@ -183,6 +242,24 @@ fn success(state: &AppState, provider: Provider, mut body: Value) -> Response {
     body["demoMode"] = json!(state.meetings.demo_mode());
     body["provider"] = json!(provider);
     Json(body).into_response()
+}
+
+/// The longest range one usage report covers.
+const MAX_USAGE_DAYS: i64 = 366;
+
+/// `endsAt`: an RFC 3339 time in the future.
+fn parse_ends_at(s: &str) -> Result<DateTime<Utc>, ApiError> {
+    let at = DateTime::parse_from_rfc3339(s)
+        .map_err(|_| ApiError::bad_request("endsAt must be an RFC 3339 time, e.g. 2026-12-03T15:30:00Z"))?
+        .with_timezone(&Utc);
+    if at <= Utc::now() {
+        return Err(ApiError::unprocessable("endsAt must be in the future"));
+    }
+    Ok(at)
+}
+
+fn parse_date(field: &str, s: &str) -> Result<NaiveDate, ApiError> {
+    s.parse().map_err(|_| ApiError::bad_request(format!("{field} must be a date, e.g. 2026-12-03")))
 }
 
 fn parse_meeting_id(s: &str) -> Result<MeetingId, ApiError> {

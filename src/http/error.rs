@@ -169,7 +169,11 @@ impl From<MeetingError> for ApiError {
         match e {
             MeetingError::NotFound => Self::not_found("the meeting does not exist or was deleted"),
             MeetingError::AttendeeLimit => Self::new(ErrorCode::UnprocessableEntity, e.to_string()),
-            MeetingError::Unavailable => Self::new(ErrorCode::ServiceUnavailable, e.to_string()),
+            MeetingError::Unavailable | MeetingError::NotConfigured(_) => {
+                Self::new(ErrorCode::ServiceUnavailable, e.to_string())
+            }
+            MeetingError::AppointmentTaken => Self::new(ErrorCode::Conflict, e.to_string()),
+            MeetingError::Invalid(message) => Self::bad_request(message),
             MeetingError::Provider { provider, source } => Self::from_backend(provider, source),
             MeetingError::Store(cause) => Self::internal(&cause),
         }

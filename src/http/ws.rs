@@ -9,10 +9,9 @@
 //! join phase ended and, for a successful one, the time from the `join` frame to `joined` leaving.
 
 use crate::app::AppState;
-use crate::ids::{AttendeeId, MeetingId};
+use crate::ids::Provider;
 use crate::metrics::{Direction, JoinResult, Metrics};
 use crate::room::{JoinError, Outbound, Session};
-use crate::store::{AuditAction, AuditEntry};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::extract::{State, WebSocketUpgrade};
 use axum::response::Response;
@@ -109,19 +108,21 @@ async fn run(state: AppState, mut socket: Socket) {
     let Some((session, join_received)) = join(&state, &mut socket).await else { return };
     let (meeting_id, attendee_id) = (session.meeting_id, session.attendee_id);
     tracing::info!(meeting = %meeting_id, attendee = %attendee_id, "participant joined");
-    // The join is audited alongside the call rather than before it: `joined` must not wait for a database
-    // write (and its fsync). The leave entry waits for the join entry, so the log keeps their order.
-    let joined_audit = tokio::spawn(audit(state.clone(), AuditAction::AttendeeJoined, meeting_id, attendee_id));
+    // The stay (the usage record) and its `attendee.joined` line are written alongside the call rather than
+    // before it: `joined` must not wait for a database write (and its fsync). The leave waits for the join's
+    // write, so the log keeps their order.
+    let meetings = Arc::clone(&state.meetings);
+    let started = tokio::spawn(async move { meetings.local_session_started(meeting_id, attendee_id).await });
     relay(&mut socket, session, join_received).await;
     tracing::info!(meeting = %meeting_id, attendee = %attendee_id, "participant left");
-    let _ = joined_audit.await;
-    audit(state, AuditAction::AttendeeLeft, meeting_id, attendee_id).await;
-}
-
-async fn audit(state: AppState, action: AuditAction, meeting_id: MeetingId, attendee_id: AttendeeId) {
-    let entry = AuditEntry { action, meeting_id: Some(meeting_id), attendee_id: Some(attendee_id), ..Default::default() };
-    if let Err(e) = state.store.append_audit(entry).await {
-        tracing::error!(error = %e, "audit write failed");
+    match started.await {
+        Ok(Ok(stay)) => {
+            if let Err(e) = state.meetings.session_ended(stay, meeting_id, attendee_id, Provider::Local).await {
+                tracing::error!(error = %e, "recording a leave failed");
+            }
+        }
+        Ok(Err(e)) => tracing::error!(error = %e, "recording a join failed"),
+        Err(e) => tracing::error!(error = %e, "recording a join failed"),
     }
 }
 

@@ -68,6 +68,17 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// A fixed name for metrics and the trace.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BackendError::NotFound => "NotFound",
+            BackendError::AtCapacity => "AtCapacity",
+            BackendError::Timeout => "Timeout",
+            BackendError::Failed(_) => "Unreachable",
+            BackendError::Provider { kind, .. } => kind.as_str(),
+        }
+    }
+
     /// The reason failover may route around: the provider is busy, down or slow, not refusing this request.
     pub fn failover_reason(&self) -> Option<&'static str> {
         match self {
@@ -88,6 +99,11 @@ impl BackendError {
 #[async_trait::async_trait]
 pub trait MeetingBackend: Send + Sync + 'static {
     fn provider(&self) -> Provider;
+    /// True when the backend's `Meeting` can be rebuilt from our row at any time (the local one, whose URLs
+    /// depend on how the caller reached us). Otherwise the service keeps the provider's object with the row.
+    fn rebuilds_meetings(&self) -> bool {
+        false
+    }
     /// Creates the meeting at the provider. `origin` is where the caller reached us (our own URLs).
     async fn create_meeting(&self, req: &NewMeeting, origin: &Origin) -> Result<MeetingDoc, BackendError>;
     /// Creates an attendee of a meeting this backend created, with a fresh JoinToken.

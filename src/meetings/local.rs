@@ -6,17 +6,38 @@ use super::backend::{BackendError, MeetingBackend, NewMeeting};
 use super::types::*;
 use crate::auth::Auth;
 use crate::ids::{AttendeeId, ExternalMeetingId, ExternalUserId, MeetingId, Provider};
+use crate::room::Rooms;
 use crate::store::{AttendeeRecord, MeetingRecord};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How much the local SFU takes before new meetings go elsewhere (`LOCAL_MAX_MEETINGS`,
+/// `LOCAL_MAX_PARTICIPANTS`; None: no limit).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalCapacity {
+    pub max_meetings: Option<usize>,
+    pub max_participants: Option<usize>,
+}
 
 pub struct LocalBackend {
     auth: Arc<Auth>,
+    rooms: Arc<Rooms>,
     media_region: String,
+    capacity: LocalCapacity,
+    /// How long after a meeting's `ends_at` its JoinTokens still work.
+    grace: Duration,
 }
 
 impl LocalBackend {
-    pub fn new(auth: Arc<Auth>, media_region: String) -> Self {
-        Self { auth, media_region }
+    pub fn new(auth: Arc<Auth>, rooms: Arc<Rooms>, media_region: String, capacity: LocalCapacity, grace: Duration) -> Self {
+        Self { auth, rooms, media_region, capacity, grace }
+    }
+
+    /// At capacity when the meetings with someone connected, or the participants connected, reach the limit.
+    fn at_capacity(&self) -> bool {
+        let full = |limit: Option<usize>, now: usize| limit.is_some_and(|max| now >= max);
+        full(self.capacity.max_meetings, self.rooms.meeting_count())
+            || full(self.capacity.max_participants, self.rooms.total_participants())
     }
 
     fn meeting(&self, id: MeetingId, external_meeting_id: ExternalMeetingId, media_region: &str, origin: &Origin) -> Meeting {
@@ -59,7 +80,14 @@ impl MeetingBackend for LocalBackend {
         Provider::Local
     }
 
+    fn rebuilds_meetings(&self) -> bool {
+        true
+    }
+
     async fn create_meeting(&self, req: &NewMeeting, origin: &Origin) -> Result<MeetingDoc, BackendError> {
+        if self.at_capacity() {
+            return Err(BackendError::AtCapacity);
+        }
         let id = MeetingId::new();
         // Chime requires an ExternalMeetingId and ours is optional: without one, the MeetingId itself (a GUID
         // satisfies the 2–64 rule).
@@ -72,9 +100,10 @@ impl MeetingBackend for LocalBackend {
 
     async fn create_attendee(&self, meeting: &MeetingRecord, name: &ExternalUserId) -> Result<AttendeeDoc, BackendError> {
         let attendee_id = AttendeeId::new();
-        // Local meetings have no scheduled end, so the token lives for the configured TTL (or until the
-        // meeting is deleted: joins re-check the store, where the service stores this attendee).
-        let token = self.auth.issue_join_token(meeting.id, attendee_id, None);
+        // The token lives for the configured TTL, ends with the visit's window when it has one, and dies with
+        // the meeting (joins re-check the store, where the service stores this attendee).
+        let window_end = meeting.ends_at.map(|end| end.timestamp().saturating_add(self.grace.as_secs() as i64));
+        let token = self.auth.issue_join_token(meeting.id, attendee_id, window_end);
         Ok(attendee(attendee_id, name.clone(), Some(token)))
     }
 

@@ -1,17 +1,18 @@
-//! Persistence: meetings, attendees and the append-only audit log, behind one `Store` trait with an SQLite
+//! Persistence: meetings, attendees, attendee sessions (usage) and the append-only audit log, behind one `Store` trait with an SQLite
 //! (default, zero-setup) and a PostgreSQL implementation. Migrations run at connect time, so a fresh file or
 //! database is usable immediately and a restart loses nothing already stored.
 //!
 //! The store speaks in typed ids and records; it knows nothing of HTTP, tokens or Chime's JSON.
 
 mod postgres;
+mod sql;
 mod sqlite;
 mod sqlite_writer;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
-use crate::ids::{AttendeeId, ExternalMeetingId, ExternalUserId, MeetingId};
+use crate::ids::{AttendeeId, ExternalMeetingId, ExternalUserId, MeetingId, Provider, SessionId};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
@@ -31,11 +32,38 @@ pub struct MeetingRecord {
     pub external_meeting_id: ExternalMeetingId,
     /// The EHR's appointment reference, as given (numbers are stored as their decimal text).
     pub appointment_id: Option<String>,
-    /// Which provider serves the meeting (`local`, later `chime`); every later call goes to that one.
-    pub provider: String,
+    /// Which provider serves the meeting; every later call goes to that one.
+    pub provider: Provider,
     pub media_region: String,
     pub created_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
+    /// When the visit is over, if the caller said (cleanup and token expiry go by it).
+    pub ends_at: Option<DateTime<Utc>>,
+    /// The provider's own `Meeting` object, for providers whose object we cannot rebuild (Chime).
+    pub provider_meeting: Option<serde_json::Value>,
+}
+
+/// Why `insert_meeting` did not insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertMeeting {
+    Inserted,
+    /// Another live meeting already belongs to this appointment (nothing was written).
+    AppointmentTaken,
+}
+
+/// One attendee's stay in a meeting: what attendee-minutes are counted from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub meeting_id: MeetingId,
+    pub attendee_id: AttendeeId,
+    pub provider: Provider,
+    /// The gateway process holding a local participant's socket (it keeps `last_seen_at` fresh); None for a
+    /// session reported by a page (Chime).
+    pub node: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
@@ -131,10 +159,47 @@ pub struct AuditRecord {
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Inserts the meeting and appends `audit` (its `meeting.created` line) in one transaction: neither is ever
-    /// stored without the other.
-    async fn insert_meeting(&self, meeting: &MeetingRecord, audit: &AuditEntry) -> Result<(), StoreError>;
+    /// stored without the other. A meeting with an `appointment_id` is refused (nothing written) while another
+    /// live meeting belongs to the same appointment.
+    async fn insert_meeting(&self, meeting: &MeetingRecord, audit: &AuditEntry) -> Result<InsertMeeting, StoreError>;
     /// The meeting, unless it does not exist or was deleted.
     async fn find_live_meeting(&self, id: MeetingId) -> Result<Option<MeetingRecord>, StoreError>;
+    /// The newest live meeting of an appointment.
+    async fn find_live_meeting_for_appointment(&self, appointment_id: &str) -> Result<Option<MeetingRecord>, StoreError>;
+    /// Live meetings of `provider` whose visit is over: `ends_at` before `ended_before`, or, without an
+    /// `ends_at`, created before `created_before`.
+    async fn meetings_past_window(
+        &self,
+        provider: Provider,
+        ended_before: DateTime<Utc>,
+        created_before: DateTime<Utc>,
+    ) -> Result<Vec<MeetingRecord>, StoreError>;
+    /// Live meetings of `provider` that someone has been in, with nobody in them now, whose last session ended
+    /// before `left_before`, and whose `ends_at` (if any) is before `now`.
+    async fn idle_meetings(
+        &self,
+        provider: Provider,
+        left_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<MeetingRecord>, StoreError>;
+    /// Opens a session and appends `audit` (its `attendee.joined` line) in one transaction.
+    async fn start_session(&self, session: &SessionRecord, audit: &AuditEntry) -> Result<(), StoreError>;
+    /// Marks an open session seen at `at`. False if it is not open (ended, or never started).
+    async fn touch_session(&self, id: SessionId, at: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// Ends an open session at `at` and appends `audit` (its `attendee.left` line) in one transaction. False,
+    /// and nothing written, if it was not open.
+    async fn end_session(&self, id: SessionId, at: DateTime<Utc>, audit: &AuditEntry) -> Result<bool, StoreError>;
+    /// Marks every open session held by `node` seen at `at`. How many.
+    async fn touch_node_sessions(&self, node: &str, at: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Ends every open session not seen since `seen_before`, at the time it was last seen. How many.
+    async fn end_stale_sessions(&self, seen_before: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Sessions that started in `[from, to)`, of one meeting or all, oldest first.
+    async fn sessions_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        meeting: Option<MeetingId>,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
     /// Marks the meeting deleted (rows are kept for the audit trail) and appends `audit` (its `meeting.deleted`
     /// line) in the same transaction: both or neither. False, and nothing written, if it was not live.
     async fn mark_meeting_deleted(&self, id: MeetingId, audit: &AuditEntry) -> Result<bool, StoreError>;
@@ -167,15 +232,31 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
+/// The unique index on live meetings' appointments refused an insert (and not some other constraint).
+fn is_appointment_conflict(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else { return false };
+    db.is_unique_violation()
+        && (db.constraint() == Some("meetings_live_appointment") || db.message().contains("meetings.appointment_key"))
+}
+
 /// Parses stored columns back into typed values; a bad row is a store error, not a panic.
 fn parse_meeting_id(s: &str) -> Result<MeetingId, StoreError> {
     MeetingId::parse(s).ok_or_else(|| StoreError(anyhow::anyhow!("stored meeting id is not a GUID")))
+}
+fn parse_session_id(s: &str) -> Result<SessionId, StoreError> {
+    SessionId::parse(s).ok_or_else(|| StoreError(anyhow::anyhow!("stored session id is not a GUID")))
 }
 fn parse_attendee_id(s: &str) -> Result<AttendeeId, StoreError> {
     AttendeeId::parse(s).ok_or_else(|| StoreError(anyhow::anyhow!("stored attendee id is not a GUID")))
 }
 fn parse_external_meeting_id(s: &str) -> Result<ExternalMeetingId, StoreError> {
     ExternalMeetingId::parse(s).map_err(|e| StoreError(anyhow::anyhow!("stored row: {e}")))
+}
+fn parse_provider(s: &str) -> Result<Provider, StoreError> {
+    Provider::parse(s).ok_or_else(|| StoreError(anyhow::anyhow!("stored provider {s:?} is unknown")))
+}
+fn parse_provider_meeting(s: Option<String>) -> Result<Option<serde_json::Value>, StoreError> {
+    s.map(|s| serde_json::from_str(&s).map_err(|e| StoreError(anyhow::anyhow!("stored provider meeting: {e}")))).transpose()
 }
 fn parse_external_user_id(s: &str) -> Result<ExternalUserId, StoreError> {
     ExternalUserId::parse(s).map_err(|e| StoreError(anyhow::anyhow!("stored row: {e}")))

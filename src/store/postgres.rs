@@ -42,11 +42,17 @@ fn meeting_from_row(row: &PgRow) -> Result<MeetingRecord, StoreError> {
         id: MeetingId::from(row.try_get::<Uuid, _>("id")?),
         external_meeting_id: parse_external_meeting_id(row.try_get("external_meeting_id")?)?,
         appointment_id: row.try_get("appointment_id")?,
-        provider: row.try_get("provider")?,
+        provider: parse_provider(row.try_get("provider")?)?,
         media_region: row.try_get("media_region")?,
         created_at: row.try_get("created_at")?,
         deleted_at: row.try_get("deleted_at")?,
+        ends_at: row.try_get("ends_at")?,
+        provider_meeting: parse_provider_meeting(row.try_get("provider_meeting")?)?,
     })
+}
+
+fn meetings_from_rows(rows: Vec<PgRow>) -> Result<Vec<MeetingRecord>, StoreError> {
+    rows.iter().map(meeting_from_row).collect()
 }
 
 fn attendee_from_row(row: &PgRow) -> Result<AttendeeRecord, StoreError> {
@@ -58,64 +64,104 @@ fn attendee_from_row(row: &PgRow) -> Result<AttendeeRecord, StoreError> {
     })
 }
 
+fn session_from_row(row: &PgRow) -> Result<SessionRecord, StoreError> {
+    Ok(SessionRecord {
+        id: SessionId::from(row.try_get::<Uuid, _>("id")?),
+        meeting_id: MeetingId::from(row.try_get::<Uuid, _>("meeting_id")?),
+        attendee_id: AttendeeId::from(row.try_get::<Uuid, _>("attendee_id")?),
+        provider: parse_provider(row.try_get("provider")?)?,
+        node: row.try_get("node")?,
+        started_at: row.try_get("started_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+        ended_at: row.try_get("ended_at")?,
+    })
+}
+
 async fn append_audit(conn: &mut PgConnection, e: AuditEntry) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO audit_log (at, action, meeting_id, attendee_id, actor, detail) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(Utc::now())
-    .bind(e.action.as_str())
-    .bind(e.meeting_id.map(|m| m.as_uuid()))
-    .bind(e.attendee_id.map(|a| a.as_uuid()))
-    .bind(e.actor.to_column())
-    .bind(e.detail)
-    .execute(conn)
-    .await?;
+    sqlx::query(sql::INSERT_AUDIT)
+        .bind(Utc::now())
+        .bind(e.action.as_str())
+        .bind(e.meeting_id.map(|m| m.as_uuid()))
+        .bind(e.attendee_id.map(|a| a.as_uuid()))
+        .bind(e.actor.to_column())
+        .bind(e.detail)
+        .execute(conn)
+        .await?;
     Ok(())
+}
+
+impl PgStore {
+    /// Runs `sql` (binding `at` and then `key`) in a transaction with `audit`, which is appended only if a row
+    /// changed. Rows changed.
+    async fn update_with_audit(&self, sql: &'static str, at: DateTime<Utc>, key: Uuid, audit: &AuditEntry) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(sql).bind(at).bind(key).execute(&mut *tx).await?.rows_affected();
+        if rows == 1 {
+            append_audit(&mut tx, audit.clone()).await?;
+            tx.commit().await?;
+        }
+        Ok(rows)
+    }
 }
 
 #[async_trait::async_trait]
 impl Store for PgStore {
-    async fn insert_meeting(&self, m: &MeetingRecord, audit: &AuditEntry) -> Result<(), StoreError> {
+    async fn insert_meeting(&self, m: &MeetingRecord, audit: &AuditEntry) -> Result<InsertMeeting, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO meetings (id, external_meeting_id, appointment_id, provider, media_region, created_at, deleted_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(m.id.as_uuid())
-        .bind(m.external_meeting_id.as_str())
-        .bind(&m.appointment_id)
-        .bind(&m.provider)
-        .bind(&m.media_region)
-        .bind(m.created_at)
-        .bind(m.deleted_at)
-        .execute(&mut *tx)
-        .await?;
-        append_audit(&mut tx, audit.clone()).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn find_live_meeting(&self, id: MeetingId) -> Result<Option<MeetingRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM meetings WHERE id = $1 AND deleted_at IS NULL")
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(meeting_from_row).transpose()
-    }
-
-    async fn mark_meeting_deleted(&self, id: MeetingId, audit: &AuditEntry) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("UPDATE meetings SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL")
-            .bind(Utc::now())
-            .bind(id.as_uuid())
+        let inserted = sqlx::query(sql::INSERT_MEETING)
+            .bind(m.id.as_uuid())
+            .bind(m.external_meeting_id.as_str())
+            .bind(&m.appointment_id)
+            .bind(m.provider.as_str())
+            .bind(&m.media_region)
+            .bind(m.created_at)
+            .bind(m.deleted_at)
+            .bind(m.ends_at)
+            .bind(m.provider_meeting.as_ref().map(|v| v.to_string()))
             .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
+            .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_appointment_conflict(&e) => return Ok(InsertMeeting::AppointmentTaken),
+            Err(e) => return Err(e.into()),
         }
         append_audit(&mut tx, audit.clone()).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(InsertMeeting::Inserted)
+    }
+
+    async fn find_live_meeting(&self, id: MeetingId) -> Result<Option<MeetingRecord>, StoreError> {
+        let row = sqlx::query(sql::LIVE_MEETING).bind(id.as_uuid()).fetch_optional(&self.pool).await?;
+        row.as_ref().map(meeting_from_row).transpose()
+    }
+
+    async fn find_live_meeting_for_appointment(&self, appointment_id: &str) -> Result<Option<MeetingRecord>, StoreError> {
+        let row = sqlx::query(sql::LIVE_MEETING_FOR_APPOINTMENT).bind(appointment_id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(meeting_from_row).transpose()
+    }
+
+    async fn meetings_past_window(
+        &self,
+        provider: Provider,
+        ended_before: DateTime<Utc>,
+        created_before: DateTime<Utc>,
+    ) -> Result<Vec<MeetingRecord>, StoreError> {
+        let q = sqlx::query(sql::MEETINGS_PAST_WINDOW).bind(provider.as_str()).bind(ended_before).bind(created_before);
+        meetings_from_rows(q.fetch_all(&self.pool).await?)
+    }
+
+    async fn idle_meetings(
+        &self,
+        provider: Provider,
+        left_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<MeetingRecord>, StoreError> {
+        let q = sqlx::query(sql::IDLE_MEETINGS).bind(provider.as_str()).bind(left_before).bind(now);
+        meetings_from_rows(q.fetch_all(&self.pool).await?)
+    }
+
+    async fn mark_meeting_deleted(&self, id: MeetingId, audit: &AuditEntry) -> Result<bool, StoreError> {
+        Ok(self.update_with_audit(sql::MARK_MEETING_DELETED, Utc::now(), id.as_uuid(), audit).await? == 1)
     }
 
     async fn insert_attendee(
@@ -165,15 +211,59 @@ impl Store for PgStore {
     }
 
     async fn find_live_attendee(&self, meeting: MeetingId, attendee: AttendeeId) -> Result<Option<AttendeeRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT a.* FROM attendees a JOIN meetings m ON m.id = a.meeting_id \
-             WHERE a.id = $1 AND a.meeting_id = $2 AND m.deleted_at IS NULL",
-        )
-        .bind(attendee.as_uuid())
-        .bind(meeting.as_uuid())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(sql::FIND_LIVE_ATTENDEE)
+            .bind(attendee.as_uuid())
+            .bind(meeting.as_uuid())
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(attendee_from_row).transpose()
+    }
+
+    async fn start_session(&self, s: &SessionRecord, audit: &AuditEntry) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(sql::INSERT_SESSION)
+            .bind(s.id.as_uuid())
+            .bind(s.meeting_id.as_uuid())
+            .bind(s.attendee_id.as_uuid())
+            .bind(s.provider.as_str())
+            .bind(&s.node)
+            .bind(s.started_at)
+            .bind(s.last_seen_at)
+            .bind(s.ended_at)
+            .execute(&mut *tx)
+            .await?;
+        append_audit(&mut tx, audit.clone()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn touch_session(&self, id: SessionId, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let done = sqlx::query(sql::TOUCH_SESSION).bind(at).bind(id.as_uuid()).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn end_session(&self, id: SessionId, at: DateTime<Utc>, audit: &AuditEntry) -> Result<bool, StoreError> {
+        Ok(self.update_with_audit(sql::END_SESSION, at, id.as_uuid(), audit).await? == 1)
+    }
+
+    async fn touch_node_sessions(&self, node: &str, at: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query(sql::TOUCH_NODE_SESSIONS).bind(at).bind(node).execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn end_stale_sessions(&self, seen_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query(sql::END_STALE_SESSIONS).bind(seen_before).execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn sessions_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        meeting: Option<MeetingId>,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let q = sqlx::query(sql::SESSIONS_BETWEEN).bind(from).bind(to).bind(meeting.map(|m| m.as_uuid()));
+        q.fetch_all(&self.pool).await?.iter().map(session_from_row).collect()
     }
 
     async fn append_audit(&self, e: AuditEntry) -> Result<(), StoreError> {
@@ -182,10 +272,7 @@ impl Store for PgStore {
     }
 
     async fn audit_for_meeting(&self, meeting: MeetingId) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM audit_log WHERE meeting_id = $1 ORDER BY id")
-            .bind(meeting.as_uuid())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(sql::AUDIT_FOR_MEETING).bind(meeting.as_uuid()).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| {
                 Ok(AuditRecord {

@@ -69,11 +69,17 @@ fn meeting_from_row(row: &SqliteRow) -> Result<MeetingRecord, StoreError> {
         id: parse_meeting_id(row.try_get("id")?)?,
         external_meeting_id: parse_external_meeting_id(row.try_get("external_meeting_id")?)?,
         appointment_id: row.try_get("appointment_id")?,
-        provider: row.try_get("provider")?,
+        provider: parse_provider(row.try_get("provider")?)?,
         media_region: row.try_get("media_region")?,
         created_at: row.try_get("created_at")?,
         deleted_at: row.try_get("deleted_at")?,
+        ends_at: row.try_get("ends_at")?,
+        provider_meeting: parse_provider_meeting(row.try_get("provider_meeting")?)?,
     })
+}
+
+fn meetings_from_rows(rows: Vec<SqliteRow>) -> Result<Vec<MeetingRecord>, StoreError> {
+    rows.iter().map(meeting_from_row).collect()
 }
 
 fn attendee_from_row(row: &SqliteRow) -> Result<AttendeeRecord, StoreError> {
@@ -85,19 +91,54 @@ fn attendee_from_row(row: &SqliteRow) -> Result<AttendeeRecord, StoreError> {
     })
 }
 
+fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
+    Ok(SessionRecord {
+        id: parse_session_id(row.try_get("id")?)?,
+        meeting_id: parse_meeting_id(row.try_get("meeting_id")?)?,
+        attendee_id: parse_attendee_id(row.try_get("attendee_id")?)?,
+        provider: parse_provider(row.try_get("provider")?)?,
+        node: row.try_get("node")?,
+        started_at: row.try_get("started_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+        ended_at: row.try_get("ended_at")?,
+    })
+}
+
 #[async_trait::async_trait]
 impl Store for SqliteStore {
-    async fn insert_meeting(&self, m: &MeetingRecord, audit: &AuditEntry) -> Result<(), StoreError> {
-        self.writer.write(WriteOp::InsertMeeting { meeting: m.clone(), audit: audit.clone() }).await?;
-        Ok(())
+    async fn insert_meeting(&self, m: &MeetingRecord, audit: &AuditEntry) -> Result<InsertMeeting, StoreError> {
+        let rows = self.writer.write(WriteOp::InsertMeeting { meeting: m.clone(), audit: audit.clone() }).await?;
+        Ok(if rows == 1 { InsertMeeting::Inserted } else { InsertMeeting::AppointmentTaken })
     }
 
     async fn find_live_meeting(&self, id: MeetingId) -> Result<Option<MeetingRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM meetings WHERE id = $1 AND deleted_at IS NULL")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(sql::LIVE_MEETING).bind(id.to_string()).fetch_optional(&self.pool).await?;
         row.as_ref().map(meeting_from_row).transpose()
+    }
+
+    async fn find_live_meeting_for_appointment(&self, appointment_id: &str) -> Result<Option<MeetingRecord>, StoreError> {
+        let row = sqlx::query(sql::LIVE_MEETING_FOR_APPOINTMENT).bind(appointment_id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(meeting_from_row).transpose()
+    }
+
+    async fn meetings_past_window(
+        &self,
+        provider: Provider,
+        ended_before: DateTime<Utc>,
+        created_before: DateTime<Utc>,
+    ) -> Result<Vec<MeetingRecord>, StoreError> {
+        let q = sqlx::query(sql::MEETINGS_PAST_WINDOW).bind(provider.as_str()).bind(ended_before).bind(created_before);
+        meetings_from_rows(q.fetch_all(&self.pool).await?)
+    }
+
+    async fn idle_meetings(
+        &self,
+        provider: Provider,
+        left_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<MeetingRecord>, StoreError> {
+        let q = sqlx::query(sql::IDLE_MEETINGS).bind(provider.as_str()).bind(left_before).bind(now);
+        meetings_from_rows(q.fetch_all(&self.pool).await?)
     }
 
     async fn mark_meeting_deleted(&self, id: MeetingId, audit: &AuditEntry) -> Result<bool, StoreError> {
@@ -134,15 +175,43 @@ impl Store for SqliteStore {
     }
 
     async fn find_live_attendee(&self, meeting: MeetingId, attendee: AttendeeId) -> Result<Option<AttendeeRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT a.* FROM attendees a JOIN meetings m ON m.id = a.meeting_id \
-             WHERE a.id = $1 AND a.meeting_id = $2 AND m.deleted_at IS NULL",
-        )
-        .bind(attendee.to_string())
-        .bind(meeting.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(sql::FIND_LIVE_ATTENDEE)
+            .bind(attendee.to_string())
+            .bind(meeting.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(attendee_from_row).transpose()
+    }
+
+    async fn start_session(&self, session: &SessionRecord, audit: &AuditEntry) -> Result<(), StoreError> {
+        self.writer.write(WriteOp::StartSession { session: session.clone(), audit: audit.clone() }).await?;
+        Ok(())
+    }
+
+    async fn touch_session(&self, id: SessionId, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        Ok(self.writer.write(WriteOp::TouchSession { id, at }).await? == 1)
+    }
+
+    async fn end_session(&self, id: SessionId, at: DateTime<Utc>, audit: &AuditEntry) -> Result<bool, StoreError> {
+        Ok(self.writer.write(WriteOp::EndSession { id, at, audit: audit.clone() }).await? == 1)
+    }
+
+    async fn touch_node_sessions(&self, node: &str, at: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.writer.write(WriteOp::TouchNodeSessions { node: node.to_owned(), at }).await
+    }
+
+    async fn end_stale_sessions(&self, seen_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.writer.write(WriteOp::EndStaleSessions { seen_before }).await
+    }
+
+    async fn sessions_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        meeting: Option<MeetingId>,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let q = sqlx::query(sql::SESSIONS_BETWEEN).bind(from).bind(to).bind(meeting.map(|m| m.to_string()));
+        q.fetch_all(&self.pool).await?.iter().map(session_from_row).collect()
     }
 
     async fn append_audit(&self, e: AuditEntry) -> Result<(), StoreError> {
@@ -151,10 +220,7 @@ impl Store for SqliteStore {
     }
 
     async fn audit_for_meeting(&self, meeting: MeetingId) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM audit_log WHERE meeting_id = $1 ORDER BY id")
-            .bind(meeting.to_string())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(sql::AUDIT_FOR_MEETING).bind(meeting.to_string()).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| {
                 let meeting_id: Option<String> = row.try_get("meeting_id")?;

@@ -19,7 +19,7 @@
 //! Each statement is a round trip to the thread sqlx runs the connection on; together with the fsync that is
 //! what bounds the writer, so jobs are kept to as few statements as possible.
 
-use super::{AttendeeId, AttendeeRecord, AuditEntry, MeetingId, MeetingRecord, StoreError};
+use super::{AttendeeId, AttendeeRecord, AuditEntry, MeetingId, MeetingRecord, SessionId, SessionRecord, StoreError, sql};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::Connection;
@@ -33,12 +33,20 @@ const QUEUE: usize = 4096;
 /// One write. Each variant is all-or-nothing on its own; `audit` is the line written with the change, and only
 /// if the change happened.
 pub(super) enum WriteOp {
+    /// 0 rows when another live meeting holds its appointment.
     InsertMeeting { meeting: MeetingRecord, audit: AuditEntry },
     /// Only a live meeting (0 rows otherwise).
     MarkMeetingDeleted { id: MeetingId, at: DateTime<Utc>, audit: AuditEntry },
     /// Inserts only if the meeting is live and below `max_per_meeting` attendees (0 rows otherwise).
     InsertAttendee { attendee: AttendeeRecord, max_per_meeting: u32, audit: AuditEntry },
     AppendAudit(AuditEntry),
+    StartSession { session: SessionRecord, audit: AuditEntry },
+    /// Only an open session (0 rows otherwise).
+    TouchSession { id: SessionId, at: DateTime<Utc> },
+    /// Only an open session (0 rows otherwise).
+    EndSession { id: SessionId, at: DateTime<Utc>, audit: AuditEntry },
+    TouchNodeSessions { node: String, at: DateTime<Utc> },
+    EndStaleSessions { seen_before: DateTime<Utc> },
 }
 
 struct Job {
@@ -182,12 +190,17 @@ fn batch_error(what: &str, e: &sqlx::Error) -> StoreError {
 async fn apply(conn: &mut SqliteConnection, op: WriteOp) -> Result<u64, Failure> {
     match op {
         WriteOp::InsertMeeting { meeting, audit } => {
-            insert_meeting(conn, &meeting).await?;
+            match insert_meeting(conn, &meeting).await {
+                Ok(()) => {}
+                // The appointment's live meeting exists: the statement was undone, the caller finds that one.
+                Err(e) if super::is_appointment_conflict(&e) => return Ok(0),
+                Err(e) => return Err(e.into()),
+            }
             audit_or_undo(conn, audit, Undo::InsertMeeting(meeting.id)).await?;
             Ok(1)
         }
         WriteOp::MarkMeetingDeleted { id, at, audit } => {
-            let rows = mark_meeting_deleted(conn, id, at).await?;
+            let rows = update_at(conn, sql::MARK_MEETING_DELETED, at, &id.to_string()).await?;
             if rows == 1 {
                 audit_or_undo(conn, audit, Undo::MarkMeetingDeleted(id)).await?;
             }
@@ -201,6 +214,24 @@ async fn apply(conn: &mut SqliteConnection, op: WriteOp) -> Result<u64, Failure>
             Ok(rows)
         }
         WriteOp::AppendAudit(entry) => Ok(append_audit(conn, entry).await?),
+        WriteOp::StartSession { session, audit } => {
+            insert_session(conn, &session).await?;
+            audit_or_undo(conn, audit, Undo::StartSession(session.id)).await?;
+            Ok(1)
+        }
+        WriteOp::TouchSession { id, at } => Ok(update_at(conn, sql::TOUCH_SESSION, at, &id.to_string()).await?),
+        WriteOp::EndSession { id, at, audit } => {
+            let rows = update_at(conn, sql::END_SESSION, at, &id.to_string()).await?;
+            if rows == 1 {
+                audit_or_undo(conn, audit, Undo::EndSession(id)).await?;
+            }
+            Ok(rows)
+        }
+        WriteOp::TouchNodeSessions { node, at } => Ok(update_at(conn, sql::TOUCH_NODE_SESSIONS, at, &node).await?),
+        WriteOp::EndStaleSessions { seen_before } => {
+            let done = sqlx::query(sql::END_STALE_SESSIONS).bind(seen_before).execute(&mut *conn).await?;
+            Ok(done.rows_affected())
+        }
     }
 }
 
@@ -210,6 +241,9 @@ enum Undo {
     /// Only `deleted_at IS NULL` rows were marked, so clearing it again restores exactly what was there.
     MarkMeetingDeleted(MeetingId),
     InsertAttendee(AttendeeId),
+    StartSession(SessionId),
+    /// Only open sessions were ended, so reopening it restores exactly what was there.
+    EndSession(SessionId),
 }
 
 /// Appends the audit line of a change that was just made in this transaction; if the line fails on its own,
@@ -225,6 +259,8 @@ async fn audit_or_undo(conn: &mut SqliteConnection, audit: AuditEntry, undo: Und
             Undo::InsertMeeting(id) => ("DELETE FROM meetings WHERE id = $1", id.to_string()),
             Undo::MarkMeetingDeleted(id) => ("UPDATE meetings SET deleted_at = NULL WHERE id = $1", id.to_string()),
             Undo::InsertAttendee(id) => ("DELETE FROM attendees WHERE id = $1", id.to_string()),
+            Undo::StartSession(id) => ("DELETE FROM attendee_sessions WHERE id = $1", id.to_string()),
+            Undo::EndSession(id) => ("UPDATE attendee_sessions SET ended_at = NULL WHERE id = $1", id.to_string()),
         };
         sqlx::query(sql).bind(id).execute(&mut *conn).await.map_err(Failure::Transaction)?;
     }
@@ -232,33 +268,39 @@ async fn audit_or_undo(conn: &mut SqliteConnection, audit: AuditEntry, undo: Und
 }
 
 async fn insert_meeting(conn: &mut SqliteConnection, m: &MeetingRecord) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO meetings (id, external_meeting_id, appointment_id, provider, media_region, created_at, deleted_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(m.id.to_string())
-    .bind(m.external_meeting_id.as_str())
-    .bind(&m.appointment_id)
-    .bind(&m.provider)
-    .bind(&m.media_region)
-    .bind(m.created_at)
-    .bind(m.deleted_at)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(sql::INSERT_MEETING)
+        .bind(m.id.to_string())
+        .bind(m.external_meeting_id.as_str())
+        .bind(&m.appointment_id)
+        .bind(m.provider.as_str())
+        .bind(&m.media_region)
+        .bind(m.created_at)
+        .bind(m.deleted_at)
+        .bind(m.ends_at)
+        .bind(m.provider_meeting.as_ref().map(|v| v.to_string()))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
-async fn mark_meeting_deleted(
-    conn: &mut SqliteConnection,
-    id: MeetingId,
-    at: DateTime<Utc>,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("UPDATE meetings SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL")
-        .bind(at)
-        .bind(id.to_string())
+async fn insert_session(conn: &mut SqliteConnection, s: &SessionRecord) -> Result<(), sqlx::Error> {
+    sqlx::query(sql::INSERT_SESSION)
+        .bind(s.id.to_string())
+        .bind(s.meeting_id.to_string())
+        .bind(s.attendee_id.to_string())
+        .bind(s.provider.as_str())
+        .bind(&s.node)
+        .bind(s.started_at)
+        .bind(s.last_seen_at)
+        .bind(s.ended_at)
         .execute(&mut *conn)
         .await?;
-    Ok(done.rows_affected())
+    Ok(())
+}
+
+/// `UPDATE … SET x = $1 WHERE key = $2 …`: rows changed.
+async fn update_at(conn: &mut SqliteConnection, sql: &'static str, at: DateTime<Utc>, key: &str) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(sql).bind(at).bind(key).execute(&mut *conn).await?.rows_affected())
 }
 
 /// One statement, inside the writer's transaction: the liveness check, the count and the insert cannot
@@ -286,9 +328,7 @@ async fn insert_attendee(
 
 /// Stamped when it is written, so the log's time order matches its id order even across batches.
 async fn append_audit(conn: &mut SqliteConnection, e: AuditEntry) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "INSERT INTO audit_log (at, action, meeting_id, attendee_id, actor, detail) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
+    let done = sqlx::query(sql::INSERT_AUDIT)
     .bind(Utc::now())
     .bind(e.action.as_str())
     .bind(e.meeting_id.map(|m| m.to_string()))
