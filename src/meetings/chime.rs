@@ -167,7 +167,7 @@ where
 }
 
 /// Chime's `ExternalUserId`: a short unique prefix, `#`, then the display name reduced to the characters Chime
-/// allows (others transliterated, e.g. `Ł` → `L`), 64 characters at most. The join page shows what follows the
+/// allows (other letters transliterated, e.g. `Ł` → `L`; symbols dropped), 64 characters at most. The join page shows what follows the
 /// first `#`; the prefix keeps two people of the same name apart.
 pub fn external_user_id(name: &ExternalUserId) -> String {
     let prefix = &uuid::Uuid::new_v4().simple().to_string()[..8];
@@ -175,7 +175,9 @@ pub fn external_user_id(name: &ExternalUserId) -> String {
     for c in name.as_str().chars() {
         if allowed_in_user_id(c) {
             clean.push(c);
-        } else if let Some(ascii) = deunicode::deunicode_char(c) {
+        } else if c.is_alphabetic()
+            && let Some(ascii) = deunicode::deunicode_char(c)
+        {
             clean.extend(ascii.chars().filter(|&c| allowed_in_user_id(c)));
         }
     }
