@@ -2,14 +2,14 @@
 //! (`TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/test`), each PostgreSQL test in a fresh
 //! schema. An unreachable PostgreSQL skips those tests locally, but FAILS them when `CI=true`.
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
-use telehealth_gateway::ids::{AttendeeId, ExternalMeetingId, ExternalUserId, MeetingId, Provider};
+use telehealth_gateway::ids::{AttendeeId, ExternalMeetingId, ExternalUserId, MeetingId, Provider, SessionId};
 use telehealth_gateway::store::{
-    AttendeeRecord, AuditAction, AuditActor, AuditEntry, InsertAttendee, InsertMeeting, MeetingRecord, PgStore, SqliteStore, Store,
+    AttendeeRecord, AuditAction, AuditActor, AuditEntry, InsertAttendee, InsertMeeting, MeetingRecord, SessionRecord, PgStore, SqliteStore, Store,
 };
 
 fn pg_url() -> String {
@@ -436,4 +436,92 @@ async fn an_attendee_or_deletion_whose_audit_line_fails_is_undone_and_its_neighb
     }
     // The meeting whose deletion was undone can still be deleted.
     assert!(store.mark_meeting_deleted(ms[2].id, &deleted_line(ms[2].id)).await.unwrap());
+}
+
+fn session(meeting: MeetingId, node: Option<&str>, started_at: chrono::DateTime<Utc>) -> SessionRecord {
+    SessionRecord {
+        id: SessionId::new(),
+        meeting_id: meeting,
+        attendee_id: AttendeeId::new(),
+        provider: Provider::Local,
+        node: node.map(str::to_owned),
+        started_at,
+        last_seen_at: started_at,
+        ended_at: None,
+    }
+}
+
+fn stay_line(m: MeetingId, action: AuditAction) -> AuditEntry {
+    AuditEntry { action, meeting_id: Some(m), actor: AuditActor::Attendee, ..Default::default() }
+}
+
+#[tokio::test]
+async fn sessions_open_are_seen_end_once_and_go_stale_where_they_were_last_seen() {
+    on_both(|store| async move {
+        let m = meeting();
+        store.insert_meeting(&m, &created_line(&m, &AuditActor::System)).await.unwrap();
+        // Microseconds: what PostgreSQL keeps.
+        let t0 = Utc::now().trunc_subsecs(6) - chrono::Duration::minutes(30);
+        let (mine, other, silent) = (session(m.id, Some("node-a"), t0), session(m.id, Some("node-b"), t0), session(m.id, None, t0));
+        for s in [&mine, &other, &silent] {
+            store.start_session(s, &stay_line(m.id, AuditAction::AttendeeJoined)).await.unwrap();
+        }
+        let t1 = t0 + chrono::Duration::minutes(10);
+        assert_eq!(store.touch_node_sessions("node-a", t1).await.unwrap(), 1, "only this node's sessions");
+        assert!(store.touch_session(silent.id, t1).await.unwrap());
+        assert!(store.end_session(other.id, t1, &stay_line(m.id, AuditAction::AttendeeLeft)).await.unwrap());
+        assert!(!store.end_session(other.id, t1, &stay_line(m.id, AuditAction::AttendeeLeft)).await.unwrap(), "once");
+        assert!(!store.touch_session(other.id, t1).await.unwrap(), "an ended session is not seen again");
+
+        // Nothing seen since t1 + 5 min is stale: both open ones end where they were last seen.
+        assert_eq!(store.end_stale_sessions(t1 + chrono::Duration::minutes(5)).await.unwrap(), 2);
+        let all = store.sessions_between(t0 - chrono::Duration::minutes(1), Utc::now(), Some(m.id)).await.unwrap();
+        assert_eq!(all.len(), 3);
+        assert!(all.iter().all(|s| s.ended_at == Some(t1)), "{all:?}");
+        let log = store.audit_for_meeting(m.id).await.unwrap();
+        let actions: Vec<&str> = log.iter().map(|l| l.action.as_str()).collect();
+        assert_eq!(actions, ["meeting.created", "attendee.joined", "attendee.joined", "attendee.joined", "attendee.left"]);
+        assert!(store.sessions_between(t0 - chrono::Duration::minutes(1), Utc::now(), Some(MeetingId::new())).await.unwrap().is_empty());
+        assert!(store.sessions_between(t1, Utc::now(), None).await.unwrap().iter().all(|s| s.meeting_id != m.id), "by start time");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn meetings_past_their_window_and_idle_meetings_are_found() {
+    on_both(|store| async move {
+        let now = Utc::now();
+        let by = AuditActor::System;
+        let ended = MeetingRecord { ends_at: Some(now - chrono::Duration::hours(2)), ..meeting() };
+        let ongoing = MeetingRecord { ends_at: Some(now + chrono::Duration::hours(2)), ..meeting() };
+        let old = MeetingRecord { created_at: now - chrono::Duration::days(2), ..meeting() };
+        let chime = MeetingRecord {
+            provider: Provider::Chime,
+            provider_meeting: Some(serde_json::json!({"MeetingId": "x"})),
+            ends_at: ended.ends_at,
+            ..meeting()
+        };
+        for m in [&ended, &ongoing, &old, &chime] {
+            assert_eq!(store.insert_meeting(m, &created_line(m, &by)).await.unwrap(), InsertMeeting::Inserted);
+        }
+        let ids = |v: Vec<MeetingRecord>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
+        let cutoff = now - chrono::Duration::hours(1);
+        let local = ids(store.meetings_past_window(Provider::Local, cutoff, now - chrono::Duration::days(1)).await.unwrap());
+        assert!(local.contains(&ended.id) && local.contains(&old.id) && !local.contains(&ongoing.id), "{local:?}");
+        assert!(!local.contains(&chime.id), "by provider");
+        let got = store.find_live_meeting(chime.id).await.unwrap().unwrap();
+        assert_eq!((got.provider, got.provider_meeting), (Provider::Chime, Some(serde_json::json!({"MeetingId": "x"}))));
+
+        // Idle: someone was in `old` and left an hour ago; someone is still in `ended`.
+        let mut left = session(old.id, Some("n"), now - chrono::Duration::hours(2));
+        store.start_session(&left, &stay_line(old.id, AuditAction::AttendeeJoined)).await.unwrap();
+        store.end_session(left.id, now - chrono::Duration::hours(1), &stay_line(old.id, AuditAction::AttendeeLeft)).await.unwrap();
+        left.id = SessionId::new();
+        left.meeting_id = ended.id;
+        store.start_session(&left, &stay_line(ended.id, AuditAction::AttendeeJoined)).await.unwrap();
+        let idle = ids(store.idle_meetings(Provider::Local, now - chrono::Duration::minutes(30), now).await.unwrap());
+        assert_eq!(idle, [old.id]);
+        assert!(store.idle_meetings(Provider::Local, now - chrono::Duration::hours(2), now).await.unwrap().is_empty(), "not idle long enough");
+    })
+    .await;
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use telehealth_gateway::app::AppState;
 use telehealth_gateway::auth::KeySource;
-use telehealth_gateway::config::Config;
+use telehealth_gateway::config::{ChimeConfig, Config};
 use telehealth_gateway::server::Server;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -42,7 +42,31 @@ pub fn test_config(dir: &Path) -> Config {
     config
 }
 
+/// Routes the server's Chime backend to `fake` (as `AWS_ENDPOINT_URL_CHIME_SDK_MEETINGS` and the AWS keys
+/// would), with short bounds so a hang fails over quickly. The AWS keys count as set: `auto` means Chime.
+pub fn chime_config(config: &mut Config, fake: &fake_chime::FakeChime) {
+    let c = fake.credentials();
+    config.aws_credentials_present = true;
+    config.chime = ChimeConfig {
+        region: Some(c.region.clone()),
+        endpoint_url: Some(fake.url()),
+        credentials: Some((c.access_key_id.clone(), c.secret_access_key.clone(), None)),
+        attempt_timeout: std::time::Duration::from_millis(700),
+        call_timeout: std::time::Duration::from_millis(1500),
+        ..ChimeConfig::default()
+    };
+}
+
 impl TestServer {
+    /// A server whose `auto` provider is Chime, served by `fake`.
+    pub async fn with_chime(fake: &fake_chime::FakeChime, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with(|c| {
+            chime_config(c, fake);
+            tweak(c);
+        })
+        .await
+    }
+
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
     }
