@@ -1,10 +1,12 @@
 //! Patient data never reaches a log line: run a whole visit's worth of API calls (including refused ones that
-//! carry a name) against the real server with the default `info` filter, capture everything tracing writes,
-//! and look for the name, the tokens and the key.
+//! carry a name) against the real server with the default `info` filter, on the local path and on the Chime path
+//! (against the fake Chime, with failures), capture everything tracing writes, and look for the name, the
+//! tokens, the keys and the AWS secrets.
 
 mod common;
 
 use common::*;
+use fake_chime::{Credentials, FakeChime, Failure};
 use serde_json::json;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -50,10 +52,47 @@ async fn the_log_at_the_default_level_contains_no_names_tokens_or_keys() {
     let key = s.key.clone();
     s.stop().await;
 
+    // The same on the Chime path: AWS keys and a session token in the configuration, Chime's JoinToken, our
+    // presence token, a failover after Chime errors carrying internals, and usage.
+    let fake = FakeChime::start(Credentials::default()).await;
+    let session_token = "IQoJb3JpZ2luX2VjEFAKE-session-token-value";
+    let s = TestServer::with_chime(&fake, |c| c.chime.credentials.as_mut().unwrap().2 = Some(session_token.into())).await;
+    let chime = s.create_meeting().await;
+    let chime_id = meeting_id(&chime);
+    let chime_invite = invite_of(&chime);
+    let (_, att) = s
+        .api_with(None, json!({"action": "create-attendee", "meetingId": chime_id, "attendeeName": name, "invite": chime_invite}))
+        .await;
+    let chime_join_token = att["attendee"]["JoinToken"].as_str().expect("a Chime attendee").to_owned();
+    let presence = att["presence"]["token"].as_str().unwrap().to_owned();
+    let (_, joined) = s.api_with(None, json!({"action": "attendee-presence", "token": presence, "event": "joined"})).await;
+    assert_eq!(joined["success"], json!(true), "{joined}");
+    fake.fail(None, Failure::service_failure(), None);
+    s.api(json!({"action": "create-meeting"})).await;
+    s.create_attendee(&chime_id, name).await;
+    fake.recover();
+    s.api(json!({"action": "get-usage"})).await;
+    let metrics = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    s.stop().await;
+
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(log.contains(&id), "the capture works and ids are logged:\n{log}");
-    for (what, secret) in [("name", name), ("invite", &invite), ("join token", &join_token), ("API key", &key)] {
+    assert!(log.contains(&chime_id), "the Chime meeting is logged by id:\n{log}");
+    let aws = fake.credentials();
+    let secrets = [
+        ("name", name),
+        ("invite", &invite),
+        ("join token", &join_token),
+        ("API key", &key),
+        ("Chime meeting invite", &chime_invite),
+        ("Chime JoinToken", &chime_join_token),
+        ("presence token", &presence),
+        ("AWS secret key", &aws.secret_access_key),
+        ("AWS session token", session_token),
+    ];
+    for (what, secret) in secrets {
         assert!(!log.contains(secret), "the log contains the {what}:\n{log}");
+        assert!(!metrics.contains(secret), "/metrics contains the {what}");
     }
     assert!(!log.contains("Zebulon"), "not even part of the name:\n{log}");
 }

@@ -5,25 +5,19 @@
 // What it checks, in order (the tests share one server and one browser, so they run sequentially):
 //   a garbage meeting id shows the invalid-link message;
 //   two people join, each decodes the other's video and receives audio, both see "2 participants";
+//   mute and video toggles reach the other side; switching the microphone mid-call keeps audio flowing;
 //   one leaves, the other sees 1 participant and the remote tile goes away;
 //   delete-meeting ends the session for the one still there;
 //   SIGTERM stops the server within a few seconds, and its output holds no names, API key or tokens.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
-
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const gatewayBin = path.resolve(repoRoot, process.env.GATEWAY_BIN || 'target/release/telehealth-gateway');
-const chromiumPath = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const artifacts = path.join(repoRoot, 'target', 'browser-artifacts');
+import * as h from './harness.mjs';
+import { artifacts, eventually, sleep } from './harness.mjs';
 
 const NAMES = { a: 'Dr. Smith', b: 'Pat Client' };
 const apiKey = randomBytes(24).toString('base64url').slice(0, 32);
@@ -32,7 +26,7 @@ const apiKey = randomBytes(24).toString('base64url').slice(0, 32);
 const secrets = new Set([apiKey]);
 
 let tmp;
-let server; // { proc, output(), exited: Promise<{code, signal}> }
+let server; // { proc, output(), exited: Promise<{code, signal}>, baseUrl }
 let baseUrl;
 let browser;
 let meeting; // { id, link }
@@ -41,69 +35,7 @@ const pageConsole = [];
 
 // ---- helpers ------------------------------------------------------------------------------------------------
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `fn` until it returns a truthy value, or fails with `what` after `timeout` ms. */
-async function eventually(fn, { timeout = 20_000, interval = 100, what = 'condition' } = {}) {
-  const deadline = Date.now() + timeout;
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeout} ms waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
-    }
-    await sleep(interval);
-  }
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function startGateway(port) {
-  const env = {
-    PATH: process.env.PATH,
-    HOME: process.env.HOME || tmp,
-    HTTP_ADDR: `127.0.0.1:${port}`,
-    HTTPS_ADDR: 'off',
-    DATA_DIR: tmp,
-    CERTS_DIR: path.join(tmp, 'certs'),
-    WEB_DIR: path.join(repoRoot, 'web'),
-    TELEHEALTH_API_KEYS: apiKey,
-    TELEHEALTH_PROVIDER: 'local',
-    RTC_BIND_IPS: '127.0.0.1',
-    // No RUST_LOG: the log must be clean at the gateway's default level.
-  };
-  const proc = spawn(gatewayBin, [], { cwd: tmp, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const chunks = [];
-  proc.stdout.on('data', (c) => chunks.push(c));
-  proc.stderr.on('data', (c) => chunks.push(c));
-  const exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
-  return { proc, exited, output: () => Buffer.concat(chunks).toString('utf8') };
-}
-
-async function api(body, { key = apiKey } = {}) {
-  const res = await fetch(`${baseUrl}/api/aws-chime-video`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
-    body: JSON.stringify(body),
-  });
-  const json = await res.json().catch(() => null);
-  return { status: res.status, json };
-}
+const api = (body, { key = apiKey } = {}) => h.api(baseUrl, body, key);
 
 async function openPage(name) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
@@ -149,47 +81,11 @@ const participantCount = (page) => page.getByTestId('participant-count').getAttr
 // ---- setup / teardown ---------------------------------------------------------------------------------------
 
 before(async () => {
-  assert.ok(fs.existsSync(gatewayBin), `gateway binary not found at ${gatewayBin}: run cargo build --release first`);
-  assert.ok(fs.existsSync(chromiumPath), `Chromium not found at ${chromiumPath}: apt-get install chromium`);
-  fs.mkdirSync(artifacts, { recursive: true });
+  h.checkPrerequisites();
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'telehealth-browser-'));
-  fs.mkdirSync(path.join(tmp, 'certs'));
-
-  const port = await freePort();
-  baseUrl = `http://127.0.0.1:${port}`;
-  server = startGateway(port);
-  let exitedEarly = null;
-  server.exited.then((e) => (exitedEarly = e));
-  await eventually(
-    async () => {
-      if (exitedEarly) throw new Error(`gateway exited (${JSON.stringify(exitedEarly)}):\n${server.output()}`);
-      const res = await fetch(`${baseUrl}/healthz`).catch(() => null);
-      return res?.status === 200;
-    },
-    { timeout: 30_000, interval: 200, what: 'GET /healthz to answer 200' },
-  ).catch((err) => {
-    throw exitedEarly ? new Error(`gateway exited early (${JSON.stringify(exitedEarly)}):\n${server.output()}`) : err;
-  });
-
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    headless: true,
-    args: [
-      '--use-fake-device-for-media-stream',
-      '--use-fake-ui-for-media-stream',
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--autoplay-policy=no-user-gesture-required',
-      // The SFU may offer only loopback candidates (RTC_BIND_IPS=127.0.0.1); let Chrome pair with them directly.
-      '--allow-loopback-in-peer-connection',
-    ],
-  });
+  server = await h.startGateway(tmp, { TELEHEALTH_API_KEYS: apiKey, TELEHEALTH_PROVIDER: 'local' });
+  baseUrl = server.baseUrl;
+  browser = await h.launchBrowser();
 });
 
 after(async () => {
@@ -304,6 +200,26 @@ test('mute and stop video toggle their labels and reach the other side', async (
     timeout: 10_000,
     what: 'page a: unmuted again',
   });
+});
+
+test('switching the microphone during the call keeps the audio reaching the other side', async () => {
+  const { a, b } = pages;
+  assert.ok(a && b, 'needs both pages in call');
+  await b.getByText('Camera and microphone').click();
+  const mics = b.getByTestId('microphone-select');
+  const options = await mics.locator('option').allTextContents();
+  assert.ok(options.length >= 2, `the fake devices offer several microphones: ${options}`);
+  const before = await mics.inputValue();
+  const other = await mics.locator('option').evaluateAll((os, cur) => os.map((o) => o.value).find((v) => v !== cur), before);
+  await mics.selectOption(other);
+  await eventually(async () => (await mics.inputValue()) === other, { what: 'page b: the new microphone selected' });
+  const track = () => b.evaluate(() => window.__telehealth.pc.getSenders().find((s) => s.track?.kind === 'audio')?.track?.getSettings().deviceId);
+  await eventually(async () => (await track()) === other, { what: 'page b: the peer connection sends the new microphone' });
+  const start = await inboundStats(a);
+  await eventually(async () => (await inboundStats(a)).audioPackets > start.audioPackets + 25, {
+    what: 'page a: audio still arriving after the switch',
+  });
+  assert.ok(await b.getByRole('button', { name: 'Mute' }).isVisible(), 'still unmuted');
 });
 
 test('when one leaves, the other sees 1 participant and the remote tile disappears', async () => {

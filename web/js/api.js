@@ -71,3 +71,21 @@ export async function createAttendee({ meetingId, attendeeName, invite }) {
   }
   return json;
 }
+
+/**
+ * A Chime page's presence report (`joined`, `heartbeat`, `left`), authorised by the gateway's presence token.
+ * Resolves to `{sessionId}`; `keepalive` lets `left` go out while the page closes.
+ */
+export async function reportPresence({ token, event, sessionId }) {
+  const body = { action: 'attendee-presence', token, event };
+  if (sessionId) body.sessionId = sessionId;
+  const res = await fetch(API_PATH, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+    body: JSON.stringify(body),
+    cache: 'no-store',
+    credentials: 'same-origin',
+    keepalive: true,
+  });
+  return res.ok ? res.json() : null;
+}

@@ -52,6 +52,18 @@ export class Call {
     this.pingTimer = setInterval(() => this.socket.send(msg.ping(Date.now())), PING_INTERVAL_MS);
   }
 
+  /** The page switched camera or microphone: the new tracks replace the old ones, without renegotiation. */
+  async replaceLocalStream(stream) {
+    this.localStream = stream;
+    if (!this.pc || this.finished) return;
+    for (const t of this.pc.getTransceivers()) {
+      const kind = t.receiver.track?.kind;
+      if (!kind || t.direction === 'recvonly' || !t.sender) continue;
+      const next = stream?.getTracks().find((track) => track.kind === kind) ?? null;
+      await t.sender.replaceTrack(next);
+    }
+  }
+
   sendMediaState(audioMuted, videoMuted) {
     this.socket?.send(msg.mediaState(audioMuted, videoMuted));
   }

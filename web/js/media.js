@@ -24,8 +24,34 @@ function explain(err) {
   }
 }
 
-/** @returns {Promise<{stream: MediaStream|null, notice: string|null}>} */
-export async function getLocalMedia() {
+/** Constraints for one kind, on a chosen device if there is one. */
+function constraintsFor(base, deviceId) {
+  return deviceId ? { ...base, deviceId: { exact: deviceId } } : base;
+}
+
+/**
+ * Cameras and microphones the browser will name (labels appear once access has been granted).
+ * @returns {Promise<{cameras: MediaDeviceInfo[], microphones: MediaDeviceInfo[]}>}
+ */
+export async function listDevices() {
+  try {
+    const all = await navigator.mediaDevices.enumerateDevices();
+    return {
+      cameras: all.filter((d) => d.kind === 'videoinput' && d.deviceId),
+      microphones: all.filter((d) => d.kind === 'audioinput' && d.deviceId),
+    };
+  } catch {
+    return { cameras: [], microphones: [] };
+  }
+}
+
+/**
+ * @param {{camera?: string, microphone?: string}} choice device ids picked by the person (default devices otherwise)
+ * @returns {Promise<{stream: MediaStream|null, notice: string|null}>}
+ */
+export async function getLocalMedia(choice = {}) {
+  const audio = constraintsFor(AUDIO, choice.microphone);
+  const video = constraintsFor(VIDEO, choice.camera);
   if (!navigator.mediaDevices?.getUserMedia) {
     return {
       stream: null,
@@ -35,13 +61,13 @@ export async function getLocalMedia() {
     };
   }
   try {
-    return { stream: await navigator.mediaDevices.getUserMedia({ audio: AUDIO, video: VIDEO }), notice: null };
+    return { stream: await navigator.mediaDevices.getUserMedia({ audio, video }), notice: null };
   } catch (err) {
     if (err?.name === 'NotAllowedError' || err?.name === 'SecurityError') return { stream: null, notice: explain(err) };
     // One device may be missing or busy: try each alone.
     for (const [constraints, missing] of [
-      [{ audio: AUDIO }, 'No camera is available, so you will join with audio only.'],
-      [{ video: VIDEO }, 'No microphone is available, so the others will not hear you.'],
+      [{ audio }, 'No camera is available, so you will join with audio only.'],
+      [{ video }, 'No microphone is available, so the others will not hear you.'],
     ]) {
       try {
         const stream = await navigator.mediaDevices.getUserMedia(constraints);

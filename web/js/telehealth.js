@@ -1,15 +1,19 @@
 // The join page: /telehealth-aws.html?meeting=<MeetingId>&invite=<invite token>
 //
-// lobby (camera preview, name, Join) → create-attendee → signaling socket + one peer connection → call
-// (tiles, Mute, Stop video, Leave, participant count) → a message screen (left, ended, invalid link, error).
-// Nothing about the patient (name, tokens) is written to the console.
+// lobby (camera preview, devices, name, Join) → create-attendee → the call layer the meeting's provider needs
+// → call (tiles, Mute, Stop video, devices, Leave, participant count) → a message screen (left, ended, invalid
+// link, error). Nothing about the patient (name, tokens) is written to the console.
+//
+// Two call layers, one page: `Call` (call.js: our signaling socket + one RTCPeerConnection to the gateway's SFU)
+// for local meetings, `ChimeCall` (chime-call.js: amazon-chime-sdk-js, loaded only when needed) for meetings the
+// gateway created on Amazon Chime. Both take the same stream and report the same events.
 //
 // For tests: window.__telehealth = { pc, state } (pc: the RTCPeerConnection once created;
 // state: 'idle' | 'joining' | 'joined' | 'left' | 'ended' | 'error').
 
 import { createAttendee, isMeetingId, ApiError } from './api.js';
 import { Call } from './call.js';
-import { getLocalMedia, stopStream } from './media.js';
+import { getLocalMedia, listDevices, stopStream } from './media.js';
 import { signalingUrl, ErrorCode, EndReason } from './signaling.js';
 
 const $ = (id) => document.getElementById(id);
@@ -39,6 +43,11 @@ const el = {
   messageTitle: $('message-title'),
   messageText: $('message-text'),
   rejoinButton: $('rejoin-button'),
+  devicePicker: $('device-picker'),
+  cameraSelect: $('camera-select'),
+  microphoneSelect: $('microphone-select'),
+  lobbyDevices: $('lobby-devices'),
+  callDevices: $('call-devices'),
 };
 
 // ---- page state -------------------------------------------------------------------------------------------
@@ -52,7 +61,8 @@ let localStream = null;
 let mediaReady = null; // Promise of getLocalMedia(), started on load
 let audioMuted = true;
 let videoMuted = true;
-let session = null; // { token, url, name } of the current attendee, kept for Rejoin
+let session = null; // { provider, name, res } of the current attendee (create-attendee's answer), kept for Rejoin
+let deviceChoice = {}; // { camera, microphone }: device ids picked by the person
 let rejoining = false;
 let baseCallNotice = ''; // shown in call when nothing else needs saying
 /** attendeeId → { root, video, nameEl, name, stream, known } */
@@ -111,7 +121,7 @@ function hasTrack(kind) {
 
 async function acquireMedia() {
   el.previewStatus.textContent = 'Starting your camera…';
-  const { stream, notice: text } = await getLocalMedia();
+  const { stream, notice: text } = await getLocalMedia(deviceChoice);
   localStream = stream;
   audioMuted = !hasTrack('audio');
   videoMuted = !hasTrack('video');
@@ -119,7 +129,47 @@ async function acquireMedia() {
   el.previewPlaceholder.hidden = hasTrack('video');
   el.previewStatus.textContent = hasTrack('video') ? '' : 'Camera off';
   notice(el.mediaNotice, text);
+  await fillDevicePicker();
   return stream;
+}
+
+/** The camera and microphone lists, with what is in use selected. Hidden when there is nothing to choose. */
+async function fillDevicePicker() {
+  const { cameras, microphones } = await listDevices();
+  const inUse = (kind) => localStream?.getTracks().find((t) => t.kind === kind)?.getSettings().deviceId;
+  const fill = (select, devices, current, fallback) => {
+    select.replaceChildren(
+      ...devices.map((d, i) => {
+        const option = document.createElement('option');
+        option.value = d.deviceId;
+        option.textContent = d.label || `${fallback} ${i + 1}`;
+        option.selected = d.deviceId === current;
+        return option;
+      }),
+    );
+    select.disabled = devices.length < 2;
+  };
+  fill(el.cameraSelect, cameras, inUse('video'), 'Camera');
+  fill(el.microphoneSelect, microphones, inUse('audio'), 'Microphone');
+  el.devicePicker.hidden = cameras.length + microphones.length === 0;
+}
+
+/** Switches to the picked camera and microphone, in the lobby or during the call. */
+async function switchDevices() {
+  deviceChoice = { camera: el.cameraSelect.value || undefined, microphone: el.microphoneSelect.value || undefined };
+  const { audioMuted: wasAudioMuted, videoMuted: wasVideoMuted } = { audioMuted, videoMuted };
+  stopStream(localStream);
+  mediaReady = acquireMedia();
+  await mediaReady;
+  if (call && !call.finished) {
+    // Keep the person's mute choices across the switch.
+    audioMuted = wasAudioMuted || !hasTrack('audio');
+    videoMuted = wasVideoMuted || !hasTrack('video');
+    el.selfVideo.srcObject = localStream;
+    applyLocalMediaState();
+    await call.replaceLocalStream(localStream);
+    call.sendMediaState(audioMuted, videoMuted);
+  }
 }
 
 function applyLocalMediaState() {
@@ -188,16 +238,29 @@ function ensureTile(attendeeId, name) {
 }
 
 function refreshTileVideo(tile) {
-  const liveVideo = !!tile.stream?.getVideoTracks().some((t) => t.readyState === 'live' && !t.muted);
+  // A Chime tile (bound by the SDK) is live while the SDK says so; a local one while its track runs.
+  const liveVideo = tile.boundTo ? true : !!tile.stream?.getVideoTracks().some((t) => t.readyState === 'live' && !t.muted);
   tile.root.classList.toggle('tile--video-off', tile.videoMuted || !liveVideo);
 }
 
+/** `vMuted` null: unknown (Chime reports microphones only; its video tiles say the rest). */
 function setTileMedia(attendeeId, aMuted, vMuted) {
   const tile = tiles.get(attendeeId);
   if (!tile) return;
   tile.root.classList.toggle('tile--audio-muted', aMuted);
-  tile.videoMuted = vMuted;
+  if (vMuted !== null && vMuted !== undefined) tile.videoMuted = vMuted;
   refreshTileVideo(tile);
+}
+
+/** A Chime video tile for an attendee: the SDK binds it to the tile's video element. */
+function attachRemoteTile(attendeeId, { active, bind }) {
+  const tile = ensureTile(attendeeId);
+  if (tile.boundTo !== bind) {
+    tile.boundTo = bind;
+    bind(tile.video);
+  }
+  tile.videoMuted = !active;
+  tile.root.classList.toggle('tile--video-off', !active);
 }
 
 function removeTile(attendeeId) {
@@ -289,113 +352,125 @@ async function join(event) {
   }
 
   if (res.demoMode === true) el.banner.hidden = false;
-  if (res.provider === 'chime') {
-    setState('error');
-    stopLocal();
-    showMessage(
-      'This visit cannot be opened here yet',
-      'This meeting is hosted on Amazon Chime, which this page does not support yet. ' +
-        'Please use the link from your clinic again later, or contact the clinic.',
-    );
-    return;
-  }
-  session = { token: res.attendee.JoinToken, url: signalingUrl(res.meeting), name };
+  session = { provider: res.provider === 'chime' ? 'chime' : 'local', name, res };
   el.selfAvatar.textContent = initials(name);
   startCall();
 }
 
-function startCall() {
+/** The call layer for the session's provider (the Chime SDK is fetched only for Chime meetings). */
+async function makeCall(on) {
+  const common = { localStream, mediaState: () => ({ audioMuted, videoMuted }), on };
+  const { res } = session;
+  if (session.provider === 'chime') {
+    const { ChimeCall } = await import('./chime-call.js');
+    return new ChimeCall({ ...common, meeting: res.meeting, attendee: res.attendee, presence: res.presence });
+  }
+  return new Call({ ...common, url: signalingUrl(res.meeting), token: res.attendee.JoinToken });
+}
+
+async function startCall() {
   setState('joining');
   applyLocalMediaState();
   el.selfVideo.srcObject = localStream;
-  call = new Call({
-    url: session.url,
-    token: session.token,
-    localStream,
-    mediaState: () => ({ audioMuted, videoMuted }),
-    on: {
-      joined(frame) {
-        rejoining = false;
-        setState('joined');
-        clearTiles();
-        setCount(frame.count);
-        for (const p of frame.participants || []) {
-          ensureTile(p.attendeeId, p.name);
-          setTileMedia(p.attendeeId, !!p.audioMuted, !!p.videoMuted);
-        }
-        baseCallNotice =
-          hasTrack('audio') || hasTrack('video')
-            ? ''
-            : 'You joined without camera or microphone: you can see and hear the others, but they cannot see or hear you.';
-        notice(el.callNotice, baseCallNotice);
-        showScreen('call');
-        el.leaveButton.focus({ preventScroll: true });
-      },
-      count: setCount,
-      participantJoined(p) {
+  el.callDevices.append(el.devicePicker);
+  const on = {
+    joined(frame) {
+      rejoining = false;
+      setState('joined');
+      clearTiles();
+      setCount(frame.count);
+      for (const p of frame.participants || []) {
         ensureTile(p.attendeeId, p.name);
         setTileMedia(p.attendeeId, !!p.audioMuted, !!p.videoMuted);
-      },
-      participantLeft: removeTile,
-      mediaState: setTileMedia,
-      remoteStream: attachRemoteStream,
-      connectionState(s) {
-        if (s === 'failed') {
-          notice(el.callNotice, 'The video connection failed. Check your network, then leave and rejoin.');
-        } else if (s === 'disconnected') {
-          notice(el.callNotice, 'Reconnecting video…');
-        } else if (s === 'connected') {
-          notice(el.callNotice, baseCallNotice);
-        }
-      },
-      ended(reason) {
-        endCall('ended');
-        if (reason === EndReason.REPLACED) {
-          showMessage('You joined from another window', 'This window has left the session; the visit continues in the other one.');
-        } else if (reason === EndReason.SERVER_SHUTDOWN) {
-          showMessage('The session has ended', 'The video server is restarting. Please use your link again in a few minutes.');
-        } else {
-          showMessage('The session has ended', 'Thank you. You can close this window.');
-        }
-      },
-      error(code, _message, fatal) {
-        if (!fatal) {
-          console.warn('signaling error', code);
-          return;
-        }
-        if (code === ErrorCode.UNAUTHORIZED && rejoining && session?.name) {
-          // The old JoinToken is no longer accepted: become a new attendee under the same name.
-          rejoining = false;
-          endCall('idle');
-          el.nameInput.value = session.name;
-          join();
-          return;
-        }
-        if (code === ErrorCode.UNAUTHORIZED) {
-          endCall('error');
-          showMessage('This link is invalid or has expired', 'Please ask your clinic for a new link.');
-        } else if (code === ErrorCode.NOT_FOUND) {
-          endCall('ended');
-          showMessage('The session has ended', 'This meeting has ended or does not exist.');
-        } else {
-          endCall('error');
-          showMessage('Could not join the session', 'The session is full or the server is busy. Please try again shortly.', {
-            rejoin: true,
-          });
-        }
-      },
-      disconnected() {
-        const wasJoined = testHook.state === 'joined';
-        endCall('error');
-        showMessage(
-          wasJoined ? 'Connection lost' : 'Could not connect',
-          'The connection to the video server was interrupted. Check your network and rejoin.',
-          { rejoin: true },
-        );
-      },
+      }
+      baseCallNotice =
+        hasTrack('audio') || hasTrack('video')
+          ? ''
+          : 'You joined without camera or microphone: you can see and hear the others, but they cannot see or hear you.';
+      notice(el.callNotice, baseCallNotice);
+      showScreen('call');
+      el.leaveButton.focus({ preventScroll: true });
     },
-  });
-  call.start();
+    count: setCount,
+    participantJoined(p) {
+      ensureTile(p.attendeeId, p.name);
+      setTileMedia(p.attendeeId, !!p.audioMuted, !!p.videoMuted);
+    },
+    participantLeft: removeTile,
+    mediaState: setTileMedia,
+    remoteStream: attachRemoteStream,
+    remoteTile: attachRemoteTile,
+    unreachable() {
+      endCall('error');
+      showMessage(
+        'Could not connect to the video service',
+        'The video service could not be reached. Check your internet connection, then try again. ' +
+          'If this keeps happening, please contact your clinic.',
+        { rejoin: true },
+      );
+    },
+    connectionState(s) {
+      if (s === 'failed') {
+        notice(el.callNotice, 'The video connection failed. Check your network, then leave and rejoin.');
+      } else if (s === 'disconnected') {
+        notice(el.callNotice, 'Reconnecting video…');
+      } else if (s === 'connected') {
+        notice(el.callNotice, baseCallNotice);
+      }
+    },
+    ended(reason) {
+      endCall('ended');
+      if (reason === EndReason.REPLACED) {
+        showMessage('You joined from another window', 'This window has left the session; the visit continues in the other one.');
+      } else if (reason === EndReason.SERVER_SHUTDOWN) {
+        showMessage('The session has ended', 'The video server is restarting. Please use your link again in a few minutes.');
+      } else {
+        showMessage('The session has ended', 'Thank you. You can close this window.');
+      }
+    },
+    error(code, _message, fatal) {
+      if (!fatal) {
+        console.warn('signaling error', code);
+        return;
+      }
+      if (code === ErrorCode.UNAUTHORIZED && rejoining && session?.name) {
+        // The old JoinToken is no longer accepted: become a new attendee under the same name.
+        rejoining = false;
+        endCall('idle');
+        el.nameInput.value = session.name;
+        join();
+        return;
+      }
+      if (code === ErrorCode.UNAUTHORIZED) {
+        endCall('error');
+        showMessage('This link is invalid or has expired', 'Please ask your clinic for a new link.');
+      } else if (code === ErrorCode.NOT_FOUND) {
+        endCall('ended');
+        showMessage('The session has ended', 'This meeting has ended or does not exist.');
+      } else {
+        endCall('error');
+        showMessage('Could not join the session', 'The session is full or the server is busy. Please try again shortly.', {
+          rejoin: true,
+        });
+      }
+    },
+    disconnected() {
+      const wasJoined = testHook.state === 'joined';
+      endCall('error');
+      showMessage(
+        wasJoined ? 'Connection lost' : 'Could not connect',
+        'The connection to the video server was interrupted. Check your network and rejoin.',
+        { rejoin: true },
+      );
+    },
+  };
+  try {
+    call = await makeCall(on);
+    await call.start();
+  } catch (err) {
+    console.warn('starting the call failed:', err?.name || 'error');
+    on.unreachable();
+  }
 }
 
 function stopLocal() {
@@ -408,6 +483,7 @@ function stopLocal() {
 /** Tears the call down (socket, peer connection, camera) and moves to `state`. */
 function endCall(state) {
   if (call && !call.finished) call.leave();
+  el.lobbyDevices.append(el.devicePicker);
   clearTiles();
   stopLocal();
   setState(state);
@@ -447,6 +523,8 @@ el.videoButton.addEventListener('click', () => {
 });
 
 el.leaveButton.addEventListener('click', leave);
+el.cameraSelect.addEventListener('change', switchDevices);
+el.microphoneSelect.addEventListener('change', switchDevices);
 el.rejoinButton.addEventListener('click', rejoin);
 el.form.addEventListener('submit', join);
 el.nameInput.addEventListener('input', () => {

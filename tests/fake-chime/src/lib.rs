@@ -251,6 +251,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/_fake/fail", post(control_fail))
         .route("/_fake/recover", post(control_recover))
         .route("/_fake/state", get(control_state))
+        // amazon-chime-sdk-js posts meeting events from the join page's origin, as to Chime's own endpoint.
+        .layer(tower_http::cors::CorsLayer::permissive())
         .with_state(shared)
 }
 

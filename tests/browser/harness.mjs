@@ -1,0 +1,152 @@
+// What the browser tests share: starting the real gateway binary (and the fake Chime), polling with a deadline,
+// the JSON API, and headless Debian Chromium with fake camera and microphone.
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const gatewayBin = path.resolve(repoRoot, process.env.GATEWAY_BIN || 'target/release/telehealth-gateway');
+export const fakeChimeBin = path.resolve(repoRoot, process.env.FAKE_CHIME_BIN || 'target/release/fake-chime');
+export const chromiumPath = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+export const artifacts = path.join(repoRoot, 'target', 'browser-artifacts');
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `fn` until it returns a truthy value, or fails with `what` after `timeout` ms. */
+export async function eventually(fn, { timeout = 20_000, interval = 100, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeout} ms waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
+    }
+    await sleep(interval);
+  }
+}
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Runs `bin` with `env`, collecting stdout and stderr. */
+function run(bin, args, env, cwd) {
+  const proc = spawn(bin, args, { cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
+  const chunks = [];
+  proc.stdout.on('data', (c) => chunks.push(c));
+  proc.stderr.on('data', (c) => chunks.push(c));
+  const exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+  return { proc, exited, output: () => Buffer.concat(chunks).toString('utf8') };
+}
+
+/**
+ * Starts the gateway on a free loopback port with its data in `dir`, and waits for /healthz.
+ * `env` adds to (or overrides) the defaults. Resolves to `{ proc, exited, output(), baseUrl }`.
+ */
+export async function startGateway(dir, env = {}) {
+  const port = await freePort();
+  const baseUrl = `http://127.0.0.1:${port}`;
+  fs.mkdirSync(path.join(dir, 'certs'), { recursive: true });
+  const server = run(
+    gatewayBin,
+    [],
+    {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME || dir,
+      HTTP_ADDR: `127.0.0.1:${port}`,
+      HTTPS_ADDR: 'off',
+      DATA_DIR: dir,
+      CERTS_DIR: path.join(dir, 'certs'),
+      WEB_DIR: path.join(repoRoot, 'web'),
+      RTC_BIND_IPS: '127.0.0.1',
+      // No RUST_LOG: the log must be clean at the gateway's default level.
+      ...env,
+    },
+    dir,
+  );
+  let exitedEarly = null;
+  server.exited.then((e) => (exitedEarly = e));
+  await eventually(
+    async () => {
+      if (exitedEarly) throw new Error(`gateway exited (${JSON.stringify(exitedEarly)}):\n${server.output()}`);
+      const res = await fetch(`${baseUrl}/healthz`).catch(() => null);
+      return res?.status === 200;
+    },
+    { timeout: 30_000, interval: 200, what: 'GET /healthz to answer 200' },
+  ).catch((err) => {
+    throw exitedEarly ? new Error(`gateway exited early (${JSON.stringify(exitedEarly)}):\n${server.output()}`) : err;
+  });
+  return { ...server, baseUrl };
+}
+
+/** Starts the fake Chime SDK Meetings service (tests/fake-chime) on a free loopback port. */
+export async function startFakeChime(env = {}) {
+  const fake = run(fakeChimeBin, [], { PATH: process.env.PATH, ...env }, repoRoot);
+  const url = await eventually(() => fake.output().match(/listening on (http:\/\/127\.0\.0\.1:\d+)/)?.[1], {
+    timeout: 10_000,
+    what: 'the fake Chime to listen',
+  });
+  const control = async (p, body) => {
+    const res = await fetch(url + p, body ? { method: 'POST', body: JSON.stringify(body) } : {});
+    return res.status === 200 ? res.json() : res.status;
+  };
+  return { ...fake, url, state: () => control('/_fake/state'), fail: (rule) => control('/_fake/fail', rule) };
+}
+
+/** POST /api/aws-chime-video. */
+export async function api(baseUrl, body, key) {
+  const res = await fetch(`${baseUrl}/api/aws-chime-video`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
+    body: JSON.stringify(body),
+  });
+  const json = await res.json().catch(() => null);
+  return { status: res.status, json };
+}
+
+export function launchBrowser() {
+  return chromium.launch({
+    executablePath: chromiumPath,
+    headless: true,
+    args: [
+      '--use-fake-device-for-media-stream',
+      '--use-fake-ui-for-media-stream',
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--autoplay-policy=no-user-gesture-required',
+      // The SFU may offer only loopback candidates (RTC_BIND_IPS=127.0.0.1); let Chrome pair with them directly.
+      '--allow-loopback-in-peer-connection',
+    ],
+  });
+}
+
+export function checkPrerequisites(...bins) {
+  for (const bin of [gatewayBin, ...bins]) {
+    if (!fs.existsSync(bin)) throw new Error(`${bin} not found: run cargo build --release --workspace --bins first`);
+  }
+  if (!fs.existsSync(chromiumPath)) throw new Error(`Chromium not found at ${chromiumPath}: apt-get install chromium`);
+  fs.mkdirSync(artifacts, { recursive: true });
+}
