@@ -147,14 +147,23 @@ impl Auth {
 
     /// A JoinToken for this attendee, expiring at `min(meeting_ends_at, now + ttl)` (unix seconds).
     pub fn issue_join_token(&self, meeting: MeetingId, attendee: AttendeeId, meeting_ends_at: Option<i64>) -> String {
-        let ttl_end = now().saturating_add(self.join_token_ttl_secs);
-        let expires_at = meeting_ends_at.map_or(ttl_end, |end| end.min(ttl_end));
-        self.sign(KIND_JOIN, meeting, Some(attendee), expires_at)
+        self.issue_for_attendee(KIND_JOIN, meeting, attendee, meeting_ends_at)
     }
 
     /// Relied on by `http::ws`: signature, kind and expiry. The caller still checks the store (deleted meetings).
     pub fn verify_join_token(&self, token: &str) -> Result<JoinClaims, AuthError> {
-        let (meeting_id, attendee, expires_at) = self.open(KIND_JOIN, token)?;
+        self.verify_for_attendee(KIND_JOIN, token)
+    }
+
+    /// A token of `kind` for one attendee, expiring at `min(meeting_ends_at, now + ttl)` (unix seconds).
+    fn issue_for_attendee(&self, kind: u8, meeting: MeetingId, attendee: AttendeeId, meeting_ends_at: Option<i64>) -> String {
+        let ttl_end = now().saturating_add(self.join_token_ttl_secs);
+        let expires_at = meeting_ends_at.map_or(ttl_end, |end| end.min(ttl_end));
+        self.sign(kind, meeting, Some(attendee), expires_at)
+    }
+
+    fn verify_for_attendee(&self, kind: u8, token: &str) -> Result<JoinClaims, AuthError> {
+        let (meeting_id, attendee, expires_at) = self.open(kind, token)?;
         let attendee_id = attendee.ok_or(AuthError::Malformed)?;
         if now() >= expires_at {
             return Err(AuthError::Expired);
@@ -165,18 +174,11 @@ impl Auth {
     /// A Chime attendee's presence token: lets its page report joining, staying and leaving (usage), for this
     /// meeting and attendee only. Chime's own JoinToken is Chime's, so the gateway cannot check that one.
     pub fn issue_presence_token(&self, meeting: MeetingId, attendee: AttendeeId, meeting_ends_at: Option<i64>) -> String {
-        let ttl_end = now().saturating_add(self.join_token_ttl_secs);
-        let expires_at = meeting_ends_at.map_or(ttl_end, |end| end.min(ttl_end));
-        self.sign(KIND_PRESENCE, meeting, Some(attendee), expires_at)
+        self.issue_for_attendee(KIND_PRESENCE, meeting, attendee, meeting_ends_at)
     }
 
     pub fn verify_presence_token(&self, token: &str) -> Result<JoinClaims, AuthError> {
-        let (meeting_id, attendee, expires_at) = self.open(KIND_PRESENCE, token)?;
-        let attendee_id = attendee.ok_or(AuthError::Malformed)?;
-        if now() >= expires_at {
-            return Err(AuthError::Expired);
-        }
-        Ok(JoinClaims { meeting_id, attendee_id, expires_at })
+        self.verify_for_attendee(KIND_PRESENCE, token)
     }
 
     /// An invite for one meeting (carried in the patient's link).

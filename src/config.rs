@@ -334,3 +334,34 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_means_chime_exactly_when_both_aws_keys_are_set_and_chime_is_the_overflow_of_local_with_keys() {
+        let mut c = Config::with_data_dir("data");
+        let cases = [
+            // (choice, keys set) → (primary, Chime configured)
+            (ProviderChoice::Auto, false, Provider::Local, false),
+            (ProviderChoice::Auto, true, Provider::Chime, true),
+            (ProviderChoice::Local, false, Provider::Local, false),
+            (ProviderChoice::Local, true, Provider::Local, true),
+            (ProviderChoice::Chime, false, Provider::Chime, true),
+            (ProviderChoice::Chime, true, Provider::Chime, true),
+        ];
+        for (choice, keys, primary, chime) in cases {
+            c.provider = choice;
+            c.aws_credentials_present = keys;
+            assert_eq!((c.primary_provider(), c.chime_enabled()), (primary, chime), "{choice:?}, keys {keys}");
+        }
+    }
+
+    #[test]
+    fn chime_configuration_hides_its_credentials() {
+        let chime = ChimeConfig { credentials: Some(("AKIA".into(), "very-secret".into(), Some("token".into()))), ..Default::default() };
+        let shown = format!("{chime:?}");
+        assert!(!shown.contains("very-secret") && !shown.contains("token") && shown.contains("<redacted>"), "{shown}");
+    }
+}

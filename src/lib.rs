@@ -1,7 +1,8 @@
 //! telehealth-gateway: a self-hosted WebRTC gateway for telehealth video visits.
 //!
 //! Module map (arrows point down only; see DESIGN.md):
-//! `cli` → `config` → `http` (api, ws) → `meetings` / `room` → `sfu`, `store`, `auth`;
+//! `cli` → `config` → `http` (api, ws) → `meetings` → `room` → `sfu`; `meetings` → `store`, `auth`, `metrics`;
+//! `meetings` holds the backends (local SFU, Chime via aws-sdk-chimesdkmeetings) behind one service;
 //! `http` → `metrics` (reads `room` and `sfu` when scraped);
 //! `cli` → `loadtest` (a client of a running gateway: `signaling`'s client, the JSON API, `/metrics`; from the
 //! gateway itself it borrows only `sfu`'s RTP-track and ICE-candidate helpers for its webrtc-rs peers).

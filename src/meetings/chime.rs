@@ -108,6 +108,16 @@ impl Intercept for RawBody {
     }
 }
 
+/// Sends a fluent operation with a `RawBody` attached and evaluates to the response's JSON (`?` on failure).
+/// A macro because the SDK's customizable-operation trait is not nameable outside the SDK.
+macro_rules! send_raw {
+    ($op:expr) => {{
+        let raw = RawBody::default();
+        $op.customize().interceptor(raw.clone()).send().await.map_err(backend_error)?;
+        raw.json()?
+    }};
+}
+
 /// The named member of a response (`Meeting`, `Attendee`).
 fn member(mut body: Value, name: &'static str) -> Result<Value, BackendError> {
     match body.get_mut(name).map(Value::take) {
@@ -205,45 +215,27 @@ impl MeetingBackend for ChimeBackend {
     async fn create_meeting(&self, req: &NewMeeting, _origin: &Origin) -> Result<MeetingDoc, BackendError> {
         // Chime requires an ExternalMeetingId: without one from the caller, the request's own token (a GUID).
         let external = req.external_meeting_id.as_ref().map_or(req.client_request_token.as_str(), |e| e.as_str());
-        let raw = RawBody::default();
-        self.client
+        let body = send_raw!(self
+            .client
             .create_meeting()
             .client_request_token(&req.client_request_token)
             .media_region(&self.media_region)
-            .external_meeting_id(external)
-            .customize()
-            .interceptor(raw.clone())
-            .send()
-            .await
-            .map_err(backend_error)?;
-        MeetingDoc::from_json(member(raw.json()?, "Meeting")?).map_err(shape)
+            .external_meeting_id(external));
+        MeetingDoc::from_json(member(body, "Meeting")?).map_err(shape)
     }
 
     async fn create_attendee(&self, meeting: &MeetingRecord, name: &ExternalUserId) -> Result<AttendeeDoc, BackendError> {
-        let raw = RawBody::default();
-        self.client
+        let body = send_raw!(self
+            .client
             .create_attendee()
             .meeting_id(meeting.id.to_string())
-            .external_user_id(external_user_id(name))
-            .customize()
-            .interceptor(raw.clone())
-            .send()
-            .await
-            .map_err(backend_error)?;
-        AttendeeDoc::from_json(member(raw.json()?, "Attendee")?).map_err(shape)
+            .external_user_id(external_user_id(name)));
+        AttendeeDoc::from_json(member(body, "Attendee")?).map_err(shape)
     }
 
     async fn get_meeting(&self, meeting: &MeetingRecord, _origin: &Origin) -> Result<MeetingDoc, BackendError> {
-        let raw = RawBody::default();
-        self.client
-            .get_meeting()
-            .meeting_id(meeting.id.to_string())
-            .customize()
-            .interceptor(raw.clone())
-            .send()
-            .await
-            .map_err(backend_error)?;
-        MeetingDoc::from_json(member(raw.json()?, "Meeting")?).map_err(shape)
+        let body = send_raw!(self.client.get_meeting().meeting_id(meeting.id.to_string()));
+        MeetingDoc::from_json(member(body, "Meeting")?).map_err(shape)
     }
 
     async fn list_attendees(
@@ -255,18 +247,12 @@ impl MeetingBackend for ChimeBackend {
         let mut next: Option<String> = None;
         // 250 attendees at most, so three pages; the bound guards against a NextToken that never ends.
         for _ in 0..10 {
-            let raw = RawBody::default();
-            self.client
+            let mut body = send_raw!(self
+                .client
                 .list_attendees()
                 .meeting_id(meeting.id.to_string())
                 .max_results(LIST_PAGE)
-                .set_next_token(next.take())
-                .customize()
-                .interceptor(raw.clone())
-                .send()
-                .await
-                .map_err(backend_error)?;
-            let mut body = raw.json()?;
+                .set_next_token(next.take()));
             if let Some(Value::Array(page)) = body.get_mut("Attendees").map(Value::take) {
                 for a in page {
                     all.push(AttendeeDoc::from_json(a).map_err(shape)?);

@@ -189,15 +189,17 @@ pub struct UsageReport {
     pub currency: &'static str,
     /// Price per attendee-minute used for the estimate, by provider.
     pub rates: BTreeMap<Provider, f64>,
-    pub days: Vec<UsageDay>,
-    /// The whole range, by provider.
-    pub totals: Vec<UsageTotal>,
+    /// Per day and provider.
+    pub days: Vec<UsageRow>,
+    /// The whole range, by provider (no `date`).
+    pub totals: Vec<UsageRow>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct UsageDay {
-    pub date: NaiveDate,
+pub struct UsageRow {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date: Option<NaiveDate>,
     pub provider: Provider,
     pub meetings: usize,
     pub sessions: usize,
@@ -205,15 +207,9 @@ pub struct UsageDay {
     pub estimated_cost: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UsageTotal {
-    pub provider: Provider,
-    pub meetings: usize,
-    pub sessions: usize,
-    pub attendee_minutes: f64,
-    pub estimated_cost: f64,
-}
+/// Meetings seen, sessions, and seconds, for one row.
+#[derive(Default)]
+struct Tally(HashSet<MeetingId>, usize, f64);
 
 impl UsageReport {
     fn build(from: NaiveDate, to: NaiveDate, sessions: &[SessionRecord], now: DateTime<Utc>, cfg: &LifecycleConfig) -> Self {
@@ -221,49 +217,41 @@ impl UsageReport {
             Provider::Local => cfg.local_cost_per_minute,
             Provider::Chime => cfg.chime_cost_per_minute,
         };
-        // (date, provider) → (meetings, sessions, seconds); the same per provider for the totals.
-        let mut by_day: BTreeMap<(NaiveDate, Provider), (HashSet<MeetingId>, usize, f64)> = BTreeMap::new();
-        let mut by_provider: BTreeMap<Provider, (HashSet<MeetingId>, usize, f64)> = BTreeMap::new();
+        // (date, provider) → tally; (None, provider) for the totals.
+        let mut by_day: BTreeMap<(Option<NaiveDate>, Provider), Tally> = BTreeMap::new();
+        let mut by_provider: BTreeMap<(Option<NaiveDate>, Provider), Tally> = BTreeMap::new();
         for s in sessions {
             let end = s.ended_at.unwrap_or(now).max(s.started_at);
             let seconds = (end - s.started_at).num_milliseconds() as f64 / 1000.0;
             for slot in [
-                by_day.entry((s.started_at.date_naive(), s.provider)).or_default(),
-                by_provider.entry(s.provider).or_default(),
+                by_day.entry((Some(s.started_at.date_naive()), s.provider)).or_default(),
+                by_provider.entry((None, s.provider)).or_default(),
             ] {
                 slot.0.insert(s.meeting_id);
                 slot.1 += 1;
                 slot.2 += seconds;
             }
         }
-        let minutes = |seconds: f64| round(seconds / 60.0, 2);
-        let cost = |p: Provider, seconds: f64| round(seconds / 60.0 * rate(p), 4);
+        let rows = |tallies: BTreeMap<(Option<NaiveDate>, Provider), Tally>| -> Vec<UsageRow> {
+            tallies
+                .into_iter()
+                .map(|((date, provider), Tally(meetings, sessions, secs))| UsageRow {
+                    date,
+                    provider,
+                    meetings: meetings.len(),
+                    sessions,
+                    attendee_minutes: round(secs / 60.0, 2),
+                    estimated_cost: round(secs / 60.0 * rate(provider), 4),
+                })
+                .collect()
+        };
         Self {
             from,
             to,
             currency: "USD",
             rates: Provider::ALL.into_iter().map(|p| (p, rate(p))).collect(),
-            days: by_day
-                .into_iter()
-                .map(|((date, provider), (m, n, secs))| UsageDay {
-                    date,
-                    provider,
-                    meetings: m.len(),
-                    sessions: n,
-                    attendee_minutes: minutes(secs),
-                    estimated_cost: cost(provider, secs),
-                })
-                .collect(),
-            totals: by_provider
-                .into_iter()
-                .map(|(provider, (m, n, secs))| UsageTotal {
-                    provider,
-                    meetings: m.len(),
-                    sessions: n,
-                    attendee_minutes: minutes(secs),
-                    estimated_cost: cost(provider, secs),
-                })
-                .collect(),
+            days: rows(by_day),
+            totals: rows(by_provider),
         }
     }
 }
@@ -315,7 +303,7 @@ mod tests {
         let now: DateTime<Utc> = "2026-12-03T00:10:00Z".parse().unwrap();
         let sessions = [session(Provider::Local, m, "2026-12-01T09:00:00Z", 15), open];
         let r = UsageReport::build("2026-12-01".parse().unwrap(), "2026-12-03".parse().unwrap(), &sessions, now, &LifecycleConfig::default());
-        let days: Vec<(String, f64)> = r.days.iter().map(|d| (d.date.to_string(), d.attendee_minutes)).collect();
+        let days: Vec<(String, f64)> = r.days.iter().map(|d| (d.date.unwrap().to_string(), d.attendee_minutes)).collect();
         assert_eq!(days, [("2026-12-01".to_owned(), 15.0), ("2026-12-02".to_owned(), 20.0)]);
         assert_eq!(r.totals[0].attendee_minutes, 35.0);
         assert_eq!(r.totals[0].meetings, 1);

@@ -15,7 +15,7 @@ mod types;
 
 pub use backend::{BackendError, MeetingBackend, NewMeeting, ProviderErrorKind};
 pub use chime::{ChimeBackend, external_user_id as chime_external_user_id};
-pub use lifecycle::{CleanupReport, PRESENCE_HEARTBEAT_SECS, Presence, UsageDay, UsageReport, UsageTotal};
+pub use lifecycle::{CleanupReport, PRESENCE_HEARTBEAT_SECS, Presence, UsageReport, UsageRow};
 pub use local::{LocalBackend, LocalCapacity};
 pub use service::{Backends, CreateMeeting, Failover, MAX_ATTENDEES, MeetingError, MeetingService, Routing, Served};
 pub use types::*;

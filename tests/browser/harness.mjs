@@ -9,8 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const gatewayBin = path.resolve(repoRoot, process.env.GATEWAY_BIN || 'target/release/telehealth-gateway');
-export const fakeChimeBin = path.resolve(repoRoot, process.env.FAKE_CHIME_BIN || 'target/release/fake-chime');
+export const gatewayBin = path.resolve(repoRoot, process.env.GATEWAY_BIN || 'target/debug/telehealth-gateway');
+export const fakeChimeBin = path.resolve(repoRoot, process.env.FAKE_CHIME_BIN || 'target/debug/fake-chime');
 export const chromiumPath = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 export const artifacts = path.join(repoRoot, 'target', 'browser-artifacts');
 
@@ -145,7 +145,7 @@ export function launchBrowser() {
 
 export function checkPrerequisites(...bins) {
   for (const bin of [gatewayBin, ...bins]) {
-    if (!fs.existsSync(bin)) throw new Error(`${bin} not found: run cargo build --release --workspace --bins first`);
+    if (!fs.existsSync(bin)) throw new Error(`${bin} not found: run cargo build --workspace --bins first`);
   }
   if (!fs.existsSync(chromiumPath)) throw new Error(`Chromium not found at ${chromiumPath}: apt-get install chromium`);
   fs.mkdirSync(artifacts, { recursive: true });

@@ -1,6 +1,6 @@
 // End-to-end: the real gateway binary, two headless Chromium pages with fake camera and microphone, the
 // join page, and real media through the SFU. Run with `node --test tests/browser/` after
-// `cargo build --release` (GATEWAY_BIN overrides the binary's path).
+// `cargo build --workspace --bins` (GATEWAY_BIN overrides the binary's path, e.g. a release build).
 //
 // What it checks, in order (the tests share one server and one browser, so they run sequentially):
 //   a garbage meeting id shows the invalid-link message;

@@ -15,7 +15,7 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -267,16 +267,18 @@ fn error(status: u16, error_type: &str, message: &str) -> Response {
     res
 }
 
+fn no_such_meeting() -> Response {
+    error(404, "NotFoundException", "The requested resource does not exist.")
+}
+
 /// Records the request, checks its signature and applies any failure rule. Ok: the JSON body.
-async fn admit(
-    shared: &Shared,
-    operation: Operation,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<Value, Response> {
-    let signature_problem = verify_sigv4(&shared.credentials, method, uri, headers, body).err();
+async fn admit(shared: &Shared, operation: Operation, req: Request) -> Result<Value, Response> {
+    let (parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 1 << 20).await else {
+        return Err(error(400, "BadRequestException", "The request body is too large."));
+    };
+    let (uri, body) = (&parts.uri, &body);
+    let signature_problem = verify_sigv4(&shared.credentials, &parts.method, uri, &parts.headers, body).err();
     let json: Value = if body.is_empty() { json!({}) } else { serde_json::from_slice(body).unwrap_or(Value::Null) };
     lock(&shared.requests).push(Recorded {
         operation,
@@ -337,8 +339,8 @@ fn meeting_json(shared: &Shared, id: &str, external: &str, region: &str) -> Valu
     })
 }
 
-async fn create_meeting(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let req = match admit(&s, Operation::CreateMeeting, &method, &uri, &headers, &body).await {
+async fn create_meeting(State(s): State<Arc<Shared>>, req: Request) -> Response {
+    let req = match admit(&s, Operation::CreateMeeting, req).await {
         Ok(v) => v,
         Err(res) => return res,
     };
@@ -364,35 +366,23 @@ async fn create_meeting(State(s): State<Arc<Shared>>, method: Method, uri: Uri, 
     axum::Json(json!({"Meeting": json})).into_response()
 }
 
-async fn get_meeting(
-    State(s): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(res) = admit(&s, Operation::GetMeeting, &method, &uri, &headers, &Bytes::new()).await {
+async fn get_meeting(State(s): State<Arc<Shared>>, Path(id): Path<String>, req: Request) -> Response {
+    if let Err(res) = admit(&s, Operation::GetMeeting, req).await {
         return res;
     }
     match lock(&s.meetings).get(&id) {
         Some(m) => axum::Json(json!({"Meeting": m.json})).into_response(),
-        None => error(404, "NotFoundException", "The requested resource does not exist."),
+        None => no_such_meeting(),
     }
 }
 
-async fn delete_meeting(
-    State(s): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(res) = admit(&s, Operation::DeleteMeeting, &method, &uri, &headers, &Bytes::new()).await {
+async fn delete_meeting(State(s): State<Arc<Shared>>, Path(id): Path<String>, req: Request) -> Response {
+    if let Err(res) = admit(&s, Operation::DeleteMeeting, req).await {
         return res;
     }
     match lock(&s.meetings).remove(&id) {
         Some(_) => StatusCode::NO_CONTENT.into_response(),
-        None => error(404, "NotFoundException", "The requested resource does not exist."),
+        None => no_such_meeting(),
     }
 }
 
@@ -407,15 +397,8 @@ fn valid_external_user_id(s: &str) -> bool {
     (2..=64).contains(&s.chars().count()) && s.chars().all(allowed)
 }
 
-async fn create_attendee(
-    State(s): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let req = match admit(&s, Operation::CreateAttendee, &method, &uri, &headers, &body).await {
+async fn create_attendee(State(s): State<Arc<Shared>>, Path(id): Path<String>, req: Request) -> Response {
+    let req = match admit(&s, Operation::CreateAttendee, req).await {
         Ok(v) => v,
         Err(res) => return res,
     };
@@ -427,7 +410,7 @@ async fn create_attendee(
     }
     let mut meetings = lock(&s.meetings);
     let Some(m) = meetings.get_mut(&id) else {
-        return error(404, "NotFoundException", "The requested resource does not exist.");
+        return no_such_meeting();
     };
     if m.attendees.len() >= 250 {
         return error(400, "LimitExceededException", "The meeting has the maximum number of attendees.");
@@ -443,19 +426,12 @@ async fn create_attendee(
     axum::Json(json!({"Attendee": attendee})).into_response()
 }
 
-async fn list_attendees(
-    State(s): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(res) = admit(&s, Operation::ListAttendees, &method, &uri, &headers, &Bytes::new()).await {
+async fn list_attendees(State(s): State<Arc<Shared>>, Path(id): Path<String>, req: Request) -> Response {
+    let query = req.uri().query().unwrap_or("").to_owned();
+    if let Err(res) = admit(&s, Operation::ListAttendees, req).await {
         return res;
     }
-    let query: HashMap<String, String> = uri
-        .query()
-        .unwrap_or("")
+    let query: HashMap<String, String> = query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_owned(), percent_decode(v)))
@@ -464,7 +440,7 @@ async fn list_attendees(
     let start: usize = query.get("next-token").and_then(|v| v.strip_prefix("page-")?.parse().ok()).unwrap_or(0);
     let meetings = lock(&s.meetings);
     let Some(m) = meetings.get(&id) else {
-        return error(404, "NotFoundException", "The requested resource does not exist.");
+        return no_such_meeting();
     };
     let page: Vec<Value> = m.attendees.iter().skip(start).take(max).cloned().collect();
     let mut body = json!({"Attendees": page});
