@@ -106,8 +106,12 @@ impl Server {
     pub fn banner(&self) -> String {
         let mut b = String::new();
         let _ = writeln!(b, "telehealth-gateway {}", env!("CARGO_PKG_VERSION"));
-        if self.state.meetings.demo_mode() {
+        let meetings = &self.state.meetings;
+        if meetings.demo_mode() {
             let _ = writeln!(b, "DEMO MODE: local SFU (no AWS credentials)");
+        } else {
+            let failover = if meetings.failover() { "on" } else { "off" };
+            let _ = writeln!(b, "Amazon Chime SDK Meetings configured: new meetings go to {}, failover {failover}", meetings.primary());
         }
         let http = self.http_addr();
         let http_url = format!("http://{}", display_host(http));

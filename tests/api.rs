@@ -532,6 +532,22 @@ async fn static_files_healthz_and_the_index_are_served() {
 }
 
 #[tokio::test]
+async fn the_chime_sdk_bundle_is_served_by_the_gateway_and_gzipped_for_browsers_that_accept_it() {
+    let web: std::path::PathBuf = concat!(env!("CARGO_MANIFEST_DIR"), "/web").into();
+    let s = TestServer::start_with(|c| c.web_dir = web.clone()).await;
+    let on_disk = std::fs::read(web.join("vendor/amazon-chime-sdk.js")).unwrap();
+    let plain = s.client.get(s.url("/vendor/amazon-chime-sdk.js")).send().await.unwrap();
+    assert_eq!(plain.status(), StatusCode::OK);
+    assert!(plain.headers()["content-type"].to_str().unwrap().contains("javascript"));
+    assert_eq!(plain.bytes().await.unwrap().as_ref(), on_disk.as_slice());
+    let gzipped = s.client.get(s.url("/vendor/amazon-chime-sdk.js")).header("accept-encoding", "gzip").send().await.unwrap();
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    let size = gzipped.bytes().await.unwrap().len();
+    assert!(size < on_disk.len() / 3, "{size} bytes gzipped of {}", on_disk.len());
+    println!("Chime bundle: {} bytes, {size} gzipped", on_disk.len());
+}
+
+#[tokio::test]
 async fn while_draining_new_meetings_are_refused_with_503() {
     let s = TestServer::start().await;
     s.state.shutdown.trigger();

@@ -81,6 +81,7 @@ async fn auto_without_aws_keys_is_local_demo_mode_and_never_calls_chime() {
     let body = create(&s, json!({"action": "create-meeting"})).await;
     assert_eq!(body["provider"], json!("chime"));
     assert!(!s.banner.contains("DEMO MODE"), "{}", s.banner);
+    assert!(s.banner.contains("new meetings go to chime, failover on"), "{}", s.banner);
 }
 
 #[tokio::test]
@@ -323,16 +324,21 @@ async fn a_bad_request_from_chime_does_not_fail_over() {
 #[tokio::test]
 async fn a_full_local_sfu_sends_new_meetings_to_chime_or_answers_503_without_it() {
     let fake = fake().await;
-    for chime in [true, false] {
+    // Full by meetings, then by participants; with Chime configured as the overflow, then without.
+    for (by_meetings, chime) in [(true, true), (false, true), (true, false), (false, false)] {
         let s = TestServer::with_chime(&fake, |c| {
             c.provider = ProviderChoice::Local;
             c.aws_credentials_present = chime;
-            c.local_max_meetings = Some(1);
+            if by_meetings {
+                c.local_max_meetings = Some(1);
+            } else {
+                c.local_max_participants = Some(1);
+            }
         })
         .await;
         let first = s.create_meeting().await;
         assert_eq!(first["provider"], json!("local"));
-        // Someone connected: the local SFU now holds its one meeting.
+        // Someone connected: the local SFU now holds its one meeting and its one participant.
         let (_, att) = s.create_attendee(&meeting_id(&first), "Dr. Smith").await;
         let url = first["meeting"]["MediaPlacement"]["SignalingUrl"].as_str().unwrap();
         let mut client = signaling::SignalingClient::connect(url).await.unwrap();

@@ -159,6 +159,11 @@ impl MeetingService {
         self.routing.primary
     }
 
+    /// Whether a new meeting goes to the other provider when the primary cannot take it.
+    pub fn failover(&self) -> bool {
+        self.routing.failover
+    }
+
     pub(super) fn backend(&self, provider: Provider) -> Result<&Arc<dyn MeetingBackend>, MeetingError> {
         match provider {
             Provider::Local => Ok(&self.backends.local),
