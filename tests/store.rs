@@ -525,3 +525,57 @@ async fn meetings_past_their_window_and_idle_meetings_are_found() {
     })
     .await;
 }
+
+/// Applies only the first migration of `dialect` (as a gateway of the previous version left the database).
+async fn first_migration_only(dialect: &str) -> sqlx::migrate::Migrator {
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(dialect);
+    let mut files: Vec<_> = std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    std::fs::copy(&files[0], dir.path().join(files[0].file_name().unwrap())).unwrap();
+    let migrator = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
+    drop(dir);
+    migrator
+}
+
+/// Two live meetings of one appointment from before idempotency existed; the newer one becomes its meeting.
+const OLD_ROWS: &str = "INSERT INTO meetings (id, external_meeting_id, appointment_id, provider, media_region, created_at) VALUES \
+    ('00000000-0000-4000-8000-000000000001', 'appointment-A', 'A', 'local', 'us-east-1', '2026-11-01T10:00:00+00:00'), \
+    ('00000000-0000-4000-8000-000000000002', 'appointment-A', 'A', 'local', 'us-east-1', '2026-11-02T10:00:00+00:00')";
+
+async fn upgraded_store_keeps_the_newest_meeting_per_appointment(store: Arc<dyn Store>) {
+    let found = store.find_live_meeting_for_appointment("A").await.unwrap().expect("a live meeting");
+    assert_eq!(found.id.to_string(), "00000000-0000-4000-8000-000000000002", "the newer one");
+    assert!(store.find_live_meeting(MeetingId::parse("00000000-0000-4000-8000-000000000001").unwrap()).await.unwrap().is_some());
+    let another = MeetingRecord { appointment_id: Some("A".into()), ..meeting() };
+    let by = AuditActor::System;
+    assert_eq!(store.insert_meeting(&another, &created_line(&another, &by)).await.unwrap(), InsertMeeting::AppointmentTaken);
+}
+
+#[tokio::test]
+async fn upgrading_a_database_with_repeated_appointments_keeps_every_row_and_picks_the_newest() {
+    // SQLite.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/old.db?mode=rwc", dir.path().display());
+    let old = sqlx::SqlitePool::connect(&url).await.unwrap();
+    first_migration_only("sqlite").await.run(&old).await.unwrap();
+    sqlx::query(OLD_ROWS).execute(&old).await.unwrap();
+    old.close().await;
+    upgraded_store_keeps_the_newest_meeting_per_appointment(Arc::new(SqliteStore::connect(&url).await.unwrap())).await;
+
+    // PostgreSQL, in a fresh schema.
+    let admin = match PgPool::connect(&pg_url()).await {
+        Ok(pool) => pool,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("PostgreSQL is unreachable in CI: {e}"),
+        Err(_) => return,
+    };
+    let schema = format!("upgrade_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
+    let opts = PgConnectOptions::from_str(&pg_url()).unwrap().options([("search_path", schema.as_str())]);
+    let old = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(opts.clone()).await.unwrap();
+    first_migration_only("postgres").await.run(&old).await.unwrap();
+    sqlx::query(OLD_ROWS).execute(&old).await.unwrap();
+    old.close().await;
+    upgraded_store_keeps_the_newest_meeting_per_appointment(Arc::new(PgStore::connect_with(opts).await.unwrap())).await;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
+}

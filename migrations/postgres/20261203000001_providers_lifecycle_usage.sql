@@ -3,9 +3,16 @@
 ALTER TABLE meetings ADD COLUMN ends_at TIMESTAMPTZ;
 ALTER TABLE meetings ADD COLUMN provider_meeting TEXT;
 ALTER TABLE meetings ADD COLUMN appointment_key TEXT;
-CREATE UNIQUE INDEX meetings_live_appointment ON meetings (appointment_key) WHERE deleted_at IS NULL;
-CREATE INDEX meetings_by_appointment ON meetings (appointment_id) WHERE deleted_at IS NULL;
-CREATE INDEX meetings_live_by_provider ON meetings (provider, created_at) WHERE deleted_at IS NULL;
+-- Rows written before: the newest live meeting of each appointment holds it.
+UPDATE meetings SET appointment_key = appointment_id
+WHERE deleted_at IS NULL AND appointment_id IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM meetings newer
+                  WHERE newer.appointment_id = meetings.appointment_id AND newer.deleted_at IS NULL
+                    AND (newer.created_at > meetings.created_at
+                         OR (newer.created_at = meetings.created_at AND newer.id > meetings.id)));
+-- Only meetings with an appointment get an entry: the index costs nothing to the others.
+CREATE UNIQUE INDEX meetings_live_appointment ON meetings (appointment_key)
+    WHERE deleted_at IS NULL AND appointment_key IS NOT NULL;
 
 CREATE TABLE attendee_sessions (
     id           UUID PRIMARY KEY,

@@ -9,10 +9,12 @@ pub(super) const INSERT_MEETING: &str = "INSERT INTO meetings \
 
 pub(super) const LIVE_MEETING: &str = "SELECT * FROM meetings WHERE id = $1 AND deleted_at IS NULL";
 
+/// Served by the unique index on live meetings' appointment keys.
 pub(super) const LIVE_MEETING_FOR_APPOINTMENT: &str =
-    "SELECT * FROM meetings WHERE appointment_id = $1 AND deleted_at IS NULL ORDER BY created_at DESC LIMIT 1";
+    "SELECT * FROM meetings WHERE appointment_key = $1 AND deleted_at IS NULL";
 
-/// Bounded so one cleanup pass stays short; the next pass takes the rest.
+/// Bounded so one cleanup pass stays short; the next pass takes the rest. No index of its own: it runs once a
+/// minute, and an index on live meetings would cost every create-meeting an entry.
 pub(super) const MEETINGS_PAST_WINDOW: &str = "SELECT * FROM meetings \
     WHERE deleted_at IS NULL AND provider = $1 \
       AND ((ends_at IS NOT NULL AND ends_at < $2) OR (ends_at IS NULL AND created_at < $3)) \
