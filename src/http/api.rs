@@ -206,9 +206,7 @@ async fn dispatch(state: &AppState, req: ApiRequest, origin: &Origin, headers: &
             }
             let meeting = meeting_id.as_deref().map(parse_meeting_id).transpose()?;
             let usage = state.meetings.usage(from, to, meeting, Utc::now(), &state.config.lifecycle).await?;
-            let mut body = json!({"usage": usage, "success": true});
-            body["demoMode"] = json!(state.meetings.demo_mode());
-            Ok(Json(body).into_response())
+            Ok(succeeded(state, json!({"usage": usage})))
         }
         ApiRequest::AttendeePresence { token, event, session_id } => {
             let claims =
@@ -238,9 +236,14 @@ pub async fn method_not_allowed() -> ApiError {
 /// Every success carries `success`, `demoMode` and the `provider` of the meeting it is about next to Chime's
 /// own fields.
 fn success(state: &AppState, provider: Provider, mut body: Value) -> Response {
+    body["provider"] = json!(provider);
+    succeeded(state, body)
+}
+
+/// A success about no one meeting (e.g. usage): `success` and `demoMode` only.
+fn succeeded(state: &AppState, mut body: Value) -> Response {
     body["success"] = json!(true);
     body["demoMode"] = json!(state.meetings.demo_mode());
-    body["provider"] = json!(provider);
     Json(body).into_response()
 }
 

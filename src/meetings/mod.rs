@@ -14,7 +14,7 @@ mod service;
 mod types;
 
 pub use backend::{BackendError, MeetingBackend, NewMeeting, ProviderErrorKind};
-pub use chime::{ChimeBackend, external_user_id as chime_external_user_id};
+pub use chime::ChimeBackend;
 pub use lifecycle::{CleanupReport, PRESENCE_HEARTBEAT_SECS, Presence, UsageReport, UsageRow};
 pub use local::{LocalBackend, LocalCapacity};
 pub use service::{Backends, CreateMeeting, Failover, MAX_ATTENDEES, MeetingError, MeetingService, Routing, Served};

@@ -19,7 +19,7 @@
 //! Requests for one appointment are serialised in this process (striped locks); across processes sharing a
 //! database, a unique index on live meetings' appointments decides and the loser's meeting is withdrawn.
 
-use super::backend::{BackendError, MeetingBackend, NewMeeting, ProviderErrorKind};
+use super::backend::{BackendError, MeetingBackend, NewMeeting};
 use super::types::*;
 use crate::ids::{AttendeeId, ExternalMeetingId, ExternalUserId, MeetingId, Provider};
 use crate::metrics::{Metrics, ProviderOp};
@@ -108,16 +108,6 @@ pub enum MeetingError {
     Invalid(&'static str),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-impl MeetingError {
-    /// The contract's code for a provider refusal, if it is one.
-    pub fn provider_kind(&self) -> Option<ProviderErrorKind> {
-        match self {
-            MeetingError::Provider { source: BackendError::Provider { kind, .. }, .. } => Some(*kind),
-            _ => None,
-        }
-    }
 }
 
 pub struct MeetingService {

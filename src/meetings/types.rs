@@ -178,10 +178,6 @@ impl AttendeeDoc {
         self.json.remove("JoinToken");
         self
     }
-
-    pub fn to_json(&self) -> Value {
-        Value::Object(self.json.clone())
-    }
 }
 
 impl Serialize for MeetingDoc {

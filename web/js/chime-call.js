@@ -106,12 +106,11 @@ export class ChimeCall {
     else await av.stopVideoInput();
   }
 
-  /** The page switched camera or microphone. */
+  /** The page switched camera or microphone (it then sends its mute state, as for `Call`). */
   async replaceLocalStream(stream) {
     this.localStream = stream;
     if (!this.av || this.finished) return;
     await this.#useLocalMedia(stream);
-    this.sendMediaState(this.mediaState().audioMuted, this.mediaState().videoMuted);
   }
 
   sendMediaState(audioMuted, videoMuted) {
