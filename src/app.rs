@@ -13,7 +13,7 @@ use tokio::sync::watch;
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    pub store: Arc<dyn Store>,
+    pub store: Store,
     pub auth: Arc<Auth>,
     pub meetings: Arc<MeetingService>,
     pub rooms: Arc<Rooms>,

@@ -166,7 +166,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let config = Config::from_env()?;
-            crate::store::connect(&config.database_url).await?;
+            crate::store::Store::connect(&config.database_url).await?;
             println!("database schema is up to date");
             Ok(())
         }

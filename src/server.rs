@@ -42,7 +42,7 @@ impl Server {
     /// Opens the store (running migrations), loads or creates the API key and signing secret, and binds.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let config = Arc::new(config);
-        let store = store::connect(&config.database_url).await?;
+        let store = store::Store::connect(&config.database_url).await?;
         let auth = Arc::new(Auth::load(&config)?);
         let rooms = Rooms::new(Sfu::new(config.sfu.clone()));
         let metrics = Metrics::new(Arc::clone(&rooms));

@@ -6,10 +6,9 @@ use chrono::{SubsecRound, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use std::future::Future;
 use std::str::FromStr;
-use std::sync::Arc;
 use telehealth_gateway::ids::{AttendeeId, ExternalMeetingId, ExternalUserId, MeetingId, Provider, SessionId};
 use telehealth_gateway::store::{
-    AttendeeRecord, AuditAction, AuditActor, AuditEntry, InsertAttendee, InsertMeeting, MeetingRecord, SessionRecord, PgStore, SqliteStore, Store,
+    AttendeeRecord, AuditAction, AuditActor, AuditEntry, InsertAttendee, InsertMeeting, MeetingRecord, SessionRecord, Store, StoreError,
 };
 
 fn pg_url() -> String {
@@ -19,13 +18,13 @@ fn pg_url() -> String {
 /// Runs `test` on a fresh SQLite file, then on a fresh PostgreSQL schema.
 async fn on_both<F, Fut>(test: F)
 where
-    F: Fn(Arc<dyn Store>) -> Fut,
+    F: Fn(Store) -> Fut,
     Fut: Future<Output = ()>,
 {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/nested/dir/test.db", dir.path().display());
-    let sqlite = SqliteStore::connect(&url).await.expect("SQLite opens, creating its directory");
-    test(Arc::new(sqlite)).await;
+    let sqlite = Store::connect(&url).await.expect("SQLite opens, creating its directory");
+    test(sqlite).await;
 
     let admin = match PgPool::connect(&pg_url()).await {
         Ok(pool) => pool,
@@ -38,8 +37,8 @@ where
     let schema = format!("store_test_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
     let opts = PgConnectOptions::from_str(&pg_url()).unwrap().options([("search_path", schema.as_str())]);
-    let pg = PgStore::connect_with(opts).await.expect("PostgreSQL migrations run in a fresh schema");
-    test(Arc::new(pg)).await;
+    let pg = Store::connect_postgres(opts).await.expect("PostgreSQL migrations run in a fresh schema");
+    test(pg).await;
     sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
 }
 
@@ -107,7 +106,7 @@ async fn a_meeting_round_trips_and_disappears_once_deleted() {
         assert!(!store.mark_meeting_deleted(m.id, &deleted_line(m.id)).await.unwrap(), "deleting twice reports not-live");
         assert!(store.find_live_meeting(MeetingId::new()).await.unwrap().is_none());
         // The deletion wrote its line; the refused second one wrote none.
-        assert_eq!(actions(&*store, m.id).await, ["meeting.created", "meeting.deleted"]);
+        assert_eq!(actions(&store, m.id).await, ["meeting.created", "meeting.deleted"]);
     })
     .await;
 }
@@ -167,7 +166,7 @@ async fn concurrent_attendee_inserts_never_exceed_the_limit() {
         let refused = results.iter().filter(|r| *r.as_ref().unwrap() == InsertAttendee::LimitReached).count();
         assert_eq!((inserted, refused), (5, 7));
         assert_eq!(store.list_attendees(m.id).await.unwrap().len(), 5);
-        let created = actions(&*store, m.id).await.iter().filter(|a| *a == "attendee.created").count();
+        let created = actions(&store, m.id).await.iter().filter(|a| *a == "attendee.created").count();
         assert_eq!(created, 5, "a line for each seat taken, none for the refused");
     })
     .await;
@@ -208,10 +207,10 @@ async fn the_audit_log_keeps_entries_in_order_with_their_actor() {
 async fn the_audit_log_refuses_updates_and_deletes() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/t.db", dir.path().display());
-    let store = SqliteStore::connect(&url).await.unwrap();
+    let store = Store::connect(&url).await.unwrap();
     store.append_audit(AuditEntry { meeting_id: Some(MeetingId::new()), ..Default::default() }).await.unwrap();
-    assert!(sqlx::query("UPDATE audit_log SET actor = 'x'").execute(store.pool()).await.is_err());
-    assert!(sqlx::query("DELETE FROM audit_log").execute(store.pool()).await.is_err());
+    assert!(sqlx::query("UPDATE audit_log SET actor = 'x'").execute(store.sqlite_pool().unwrap()).await.is_err());
+    assert!(sqlx::query("DELETE FROM audit_log").execute(store.sqlite_pool().unwrap()).await.is_err());
 
     let Ok(admin) = PgPool::connect(&pg_url()).await else {
         assert!(!std::env::var("CI").is_ok_and(|v| v == "true"), "PostgreSQL is unreachable in CI");
@@ -220,10 +219,10 @@ async fn the_audit_log_refuses_updates_and_deletes() {
     let schema = format!("store_test_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
     let opts = PgConnectOptions::from_str(&pg_url()).unwrap().options([("search_path", schema.as_str())]);
-    let pg = PgStore::connect_with(opts).await.unwrap();
+    let pg = Store::connect_postgres(opts).await.unwrap();
     pg.append_audit(AuditEntry { meeting_id: Some(MeetingId::new()), ..Default::default() }).await.unwrap();
-    assert!(sqlx::query("UPDATE audit_log SET actor = 'x'").execute(pg.pool()).await.is_err());
-    assert!(sqlx::query("DELETE FROM audit_log").execute(pg.pool()).await.is_err());
+    assert!(sqlx::query("UPDATE audit_log SET actor = 'x'").execute(pg.postgres_pool().unwrap()).await.is_err());
+    assert!(sqlx::query("DELETE FROM audit_log").execute(pg.postgres_pool().unwrap()).await.is_err());
     drop(pg);
     sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
 }
@@ -234,18 +233,18 @@ async fn a_reopened_sqlite_file_keeps_its_meetings() {
     let url = format!("sqlite://{}/t.db", dir.path().display());
     let m = meeting();
     {
-        let store = SqliteStore::connect(&url).await.unwrap();
+        let store = Store::connect(&url).await.unwrap();
         store.insert_meeting(&m, &created_line(&m, &AuditActor::System)).await.unwrap();
         let a = attendee(m.id, "Dr. Smith");
         store.insert_attendee(&a, 250, &joined_line(&a)).await.unwrap();
     }
-    let store = SqliteStore::connect(&url).await.unwrap();
+    let store = Store::connect(&url).await.unwrap();
     assert!(store.find_live_meeting(m.id).await.unwrap().is_some());
     assert_eq!(store.list_attendees(m.id).await.unwrap().len(), 1);
 }
 
 /// The meeting's audit actions, oldest first.
-async fn actions(store: &dyn Store, m: MeetingId) -> Vec<String> {
+async fn actions(store: &Store, m: MeetingId) -> Vec<String> {
     store.audit_for_meeting(m).await.unwrap().into_iter().map(|r| r.action).collect()
 }
 
@@ -341,6 +340,8 @@ async fn a_failing_write_does_not_affect_the_others_written_with_it() {
 
         let failed = created.iter().filter(|r| r.is_err()).count();
         assert_eq!(failed, 1, "exactly one of the two inserts with the same id fails: {created:?}");
+        let refused = created.iter().find_map(|r| r.as_ref().err()).unwrap();
+        assert!(matches!(refused, StoreError::Conflict(_)), "a duplicate id is a conflict: {refused:?}");
         for m in &fresh {
             assert!(store.find_live_meeting(m.id).await.unwrap().is_some());
         }
@@ -358,15 +359,15 @@ async fn a_failing_write_does_not_affect_the_others_written_with_it() {
 
 /// A SQLite store whose audit log refuses lines by the actor `api-key:refused`: stands in for any failure of
 /// the second statement of a change and its audit line.
-async fn refusing_store() -> (tempfile::TempDir, SqliteStore) {
+async fn refusing_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/t.db", dir.path().display());
-    let store = SqliteStore::connect(&url).await.unwrap();
+    let store = Store::connect(&url).await.unwrap();
     sqlx::query(
         "CREATE TRIGGER refuse_test_actor BEFORE INSERT ON audit_log WHEN NEW.actor = 'api-key:refused' \
          BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
     )
-    .execute(store.pool())
+    .execute(store.sqlite_pool().unwrap())
     .await
     .unwrap();
     (dir, store)
@@ -543,7 +544,7 @@ const OLD_ROWS: &str = "INSERT INTO meetings (id, external_meeting_id, appointme
     ('00000000-0000-4000-8000-000000000001', 'appointment-A', 'A', 'local', 'us-east-1', '2026-11-01T10:00:00+00:00'), \
     ('00000000-0000-4000-8000-000000000002', 'appointment-A', 'A', 'local', 'us-east-1', '2026-11-02T10:00:00+00:00')";
 
-async fn upgraded_store_keeps_the_newest_meeting_per_appointment(store: Arc<dyn Store>) {
+async fn upgraded_store_keeps_the_newest_meeting_per_appointment(store: Store) {
     let found = store.find_live_meeting_for_appointment("A").await.unwrap().expect("a live meeting");
     assert_eq!(found.id.to_string(), "00000000-0000-4000-8000-000000000002", "the newer one");
     assert!(store.find_live_meeting(MeetingId::parse("00000000-0000-4000-8000-000000000001").unwrap()).await.unwrap().is_some());
@@ -561,7 +562,7 @@ async fn upgrading_a_database_with_repeated_appointments_keeps_every_row_and_pic
     first_migration_only("sqlite").await.run(&old).await.unwrap();
     sqlx::query(OLD_ROWS).execute(&old).await.unwrap();
     old.close().await;
-    upgraded_store_keeps_the_newest_meeting_per_appointment(Arc::new(SqliteStore::connect(&url).await.unwrap())).await;
+    upgraded_store_keeps_the_newest_meeting_per_appointment(Store::connect(&url).await.unwrap()).await;
 
     // PostgreSQL, in a fresh schema.
     let admin = match PgPool::connect(&pg_url()).await {
@@ -576,6 +577,6 @@ async fn upgrading_a_database_with_repeated_appointments_keeps_every_row_and_pic
     first_migration_only("postgres").await.run(&old).await.unwrap();
     sqlx::query(OLD_ROWS).execute(&old).await.unwrap();
     old.close().await;
-    upgraded_store_keeps_the_newest_meeting_per_appointment(Arc::new(PgStore::connect_with(opts).await.unwrap())).await;
+    upgraded_store_keeps_the_newest_meeting_per_appointment(Store::connect_postgres(opts).await.unwrap()).await;
     sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
 }

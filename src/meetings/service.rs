@@ -111,7 +111,7 @@ pub enum MeetingError {
 }
 
 pub struct MeetingService {
-    pub(super) store: Arc<dyn Store>,
+    pub(super) store: Store,
     pub(super) rooms: Arc<Rooms>,
     pub(super) metrics: Arc<Metrics>,
     backends: Backends,
@@ -122,7 +122,7 @@ pub struct MeetingService {
 }
 
 impl MeetingService {
-    pub fn new(store: Arc<dyn Store>, rooms: Arc<Rooms>, metrics: Arc<Metrics>, backends: Backends, routing: Routing) -> Self {
+    pub fn new(store: Store, rooms: Arc<Rooms>, metrics: Arc<Metrics>, backends: Backends, routing: Routing) -> Self {
         let routing = match (routing.primary, &backends.chime) {
             // Chime as the primary needs a Chime backend; the caller should not ask for it without one.
             (Provider::Chime, None) => Routing { primary: Provider::Local, ..routing },
