@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::meetings::MeetingService;
 use crate::metrics::Metrics;
 use crate::room::Rooms;
+use crate::appointments::AppointmentService;
 use crate::store::Store;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -16,6 +17,9 @@ pub struct AppState {
     pub store: Store,
     pub auth: Arc<Auth>,
     pub meetings: Arc<MeetingService>,
+    pub appointments: Arc<AppointmentService>,
+    /// Rung after a change queued notifications, so the outbox worker sends them at once.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
     pub rooms: Arc<Rooms>,
     /// What `GET /metrics` exposes; handlers record latencies and outcomes here.
     pub metrics: Arc<Metrics>,

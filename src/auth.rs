@@ -1,4 +1,4 @@
-//! API keys, invite tokens, join tokens and presence tokens.
+//! API keys, invite tokens, join tokens and presence tokens; console sessions live in `console`.
 //!
 //! Four kinds of credential:
 //! - **API key** (bearer): practitioners and server-to-server callers. From `TELEHEALTH_API_KEYS`, or generated
@@ -12,13 +12,19 @@
 //! - **Presence token**: a Chime attendee's page holds one to report when it joined, stays and leaves (the
 //!   usage record); bound to one meeting and one attendee, it can do nothing else.
 //!
+//! Plus the practitioner console's **session cookie** (`console`): started by signing in with an API key or
+//! the one-time link of the start-up banner, it then stands in for the key.
+//!
 //! Tokens are opaque base64url strings: `version | kind | meeting | [attendee] | expires_at | HMAC-SHA256`.
 //! The kind byte is inside the MAC, so an invite can never pass as a join token or the other way round.
+
+pub mod console;
 
 use crate::config::Config;
 use crate::ids::{AttendeeId, MeetingId};
 use anyhow::Context;
 use base64::Engine;
+use console::ConsoleSessions;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
@@ -28,6 +34,9 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// `CONSOLE_SESSION_HOURS`' default, for an `Auth` made without a `Config`.
+const DEFAULT_CONSOLE_SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
 
 const TOKEN_VERSION: u8 = 1;
 const KIND_JOIN: u8 = b'J';
@@ -63,6 +72,9 @@ pub enum Caller {
     ApiKey { fingerprint: String },
     /// The holder of an invite for this meeting.
     Invite { meeting_id: MeetingId },
+    /// A console session started from the one-time sign-in link of the start-up banner: whoever could read the
+    /// gateway's terminal, which names no key.
+    Console,
 }
 
 impl Caller {
@@ -71,6 +83,7 @@ impl Caller {
         match self {
             Caller::ApiKey { fingerprint } => format!("api-key:{fingerprint}"),
             Caller::Invite { .. } => "invite".to_owned(),
+            Caller::Console => "console".to_owned(),
         }
     }
 }
@@ -94,6 +107,7 @@ pub struct Auth {
     secret: Vec<u8>,
     join_token_ttl_secs: i64,
     source: KeySource,
+    console: ConsoleSessions,
 }
 
 impl Auth {
@@ -113,7 +127,8 @@ impl Auth {
                 read_or_create_secret_file(&path, || random_token(32))?.0.into_bytes()
             }
         };
-        Ok(Self::new(keys, secret, config.join_token_ttl.as_secs() as i64, source))
+        let auth = Self::new(keys, secret, config.join_token_ttl.as_secs() as i64, source);
+        Ok(auth.with_console_session_ttl(config.console_session_ttl))
     }
 
     pub fn new(keys: Vec<String>, secret: Vec<u8>, join_token_ttl_secs: i64, source: KeySource) -> Self {
@@ -125,7 +140,19 @@ impl Auth {
                 ApiKey { digest, fingerprint }
             })
             .collect();
-        Self { keys, secret, join_token_ttl_secs, source }
+        let console = ConsoleSessions::new(DEFAULT_CONSOLE_SESSION_TTL);
+        Self { keys, secret, join_token_ttl_secs, source, console }
+    }
+
+    /// How long console sessions started from now on last (the default is 12 hours).
+    pub fn with_console_session_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.console = ConsoleSessions::new(ttl);
+        self
+    }
+
+    /// The console's sessions and one-time sign-in links.
+    pub fn console(&self) -> &ConsoleSessions {
+        &self.console
     }
 
     pub fn key_source(&self) -> &KeySource {
@@ -243,7 +270,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `n` random bytes, base64url: used for generated API keys and signing secrets.
+/// `n` random bytes, base64url: used for generated API keys and signing secrets, console session ids, CSRF
+/// tokens and one-time sign-in links.
 fn random_token(n: usize) -> String {
     let mut bytes = vec![0u8; n];
     rand::rngs::OsRng.fill_bytes(&mut bytes);

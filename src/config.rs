@@ -2,6 +2,8 @@
 //! on a bad value rather than limping along. Every variable is documented in README.md and `.env.example`.
 
 use crate::ids::Provider;
+use crate::notify::config::NotifyConfig;
+use crate::notify::outbox::OutboxConfig;
 use crate::sfu::SfuConfig;
 use anyhow::{Context, bail};
 use std::net::{IpAddr, SocketAddr};
@@ -134,7 +136,33 @@ pub struct Config {
     /// `MAX_BODY_BYTES`: the API's request size limit (default 64 KiB).
     pub max_body_bytes: usize,
     pub sfu: SfuConfig,
+    pub clinic: ClinicConfig,
+    /// `CONSOLE_SESSION_HOURS` (default 12, at most 168): how long a console sign-in lasts, whatever happens in it.
+    pub console_session_ttl: Duration,
+    /// SMTP and SMS (SNS) for the outbox; both unset in an offline clinic.
+    pub notify: NotifyConfig,
 }
+
+/// The clinic's own scheduling: when reminders go, how the outbox retries. (Its name and time zone,
+/// `CLINIC_NAME` and `CLINIC_TIMEZONE`, are in `NotifyConfig`, which renders every message.)
+#[derive(Debug, Clone)]
+pub struct ClinicConfig {
+    /// `REMINDER_OFFSETS` (default `24h,1h`): reminders go this long before a visit.
+    pub reminder_offsets: Vec<chrono::Duration>,
+    pub outbox: OutboxConfig,
+}
+
+impl Default for ClinicConfig {
+    fn default() -> Self {
+        Self {
+            reminder_offsets: vec![chrono::Duration::hours(24), chrono::Duration::hours(1)],
+            outbox: OutboxConfig::default(),
+        }
+    }
+}
+
+/// A console session is a bearer of the practice's data on a shared tablet: a week is the longest it may live.
+const MAX_CONSOLE_SESSION_HOURS: u64 = 168;
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
@@ -253,6 +281,9 @@ impl Config {
             shutdown_grace: Duration::from_secs(5),
             max_body_bytes: 64 * 1024,
             sfu: SfuConfig::default(),
+            clinic: ClinicConfig::default(),
+            console_session_ttl: Duration::from_secs(12 * 3600),
+            notify: NotifyConfig::default(),
         }
     }
 
@@ -291,6 +322,10 @@ impl Config {
                 .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
                 .unwrap_or_default(),
         };
+        let console_session_hours = positive("CONSOLE_SESSION_HOURS", 12u64)?;
+        if console_session_hours > MAX_CONSOLE_SESSION_HOURS {
+            bail!("CONSOLE_SESSION_HOURS must be at most {MAX_CONSOLE_SESSION_HOURS} (one week)");
+        }
         Ok(Self {
             http_addr: parse_var("HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             https_addr,
@@ -331,6 +366,18 @@ impl Config {
             shutdown_grace: Duration::from_secs(parse_var("SHUTDOWN_GRACE_SECS", 5u64)?),
             max_body_bytes: parse_var("MAX_BODY_BYTES", 64 * 1024usize)?,
             sfu,
+            clinic: ClinicConfig {
+                reminder_offsets: crate::appointments::notices::parse_offsets(&var("REMINDER_OFFSETS").unwrap_or_else(|| "24h,1h".into()))?,
+                outbox: OutboxConfig {
+                    max_attempts: positive("OUTBOX_MAX_ATTEMPTS", 12u32)?,
+                    retry_base: Duration::from_millis(positive("OUTBOX_RETRY_BASE_MS", 5000u64)?),
+                    retry_max: Duration::from_millis(positive("OUTBOX_RETRY_MAX_MS", 300_000u64)?),
+                    claim_timeout: Duration::from_millis(positive("OUTBOX_CLAIM_TIMEOUT_MS", 60_000u64)?),
+                    poll: Duration::from_millis(positive("OUTBOX_POLL_MS", 5000u64)?),
+                },
+            },
+            notify: crate::notify::config::from_lookup(var)?,
+            console_session_ttl: Duration::from_secs(console_session_hours * 3600),
         })
     }
 }

@@ -60,6 +60,14 @@ guid_id!(
     /// One attendee's stay in a meeting (usage records).
     SessionId
 );
+guid_id!(
+    /// An appointment of the clinic's own scheduling.
+    AppointmentId
+);
+guid_id!(
+    /// One message in the notification outbox.
+    OutboxId
+);
 
 /// Why a Chime-limited string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

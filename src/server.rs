@@ -13,6 +13,9 @@ use crate::meetings::{Backends, ChimeBackend, LocalBackend, LocalCapacity, Meeti
 use crate::metrics::Metrics;
 use crate::room::Rooms;
 use crate::sfu::Sfu;
+use crate::appointments::AppointmentService;
+use crate::appointments::notices::Notices;
+use crate::notify::outbox::{OutboxWorker, Transports};
 use crate::store;
 use crate::tls;
 use anyhow::Context;
@@ -29,6 +32,8 @@ pub struct Server {
     state: AppState,
     http: tokio::net::TcpListener,
     https: Option<HttpsListener>,
+    /// This start's one-time console sign-in token, shown in the banner only.
+    login_token: String,
 }
 
 struct HttpsListener {
@@ -62,7 +67,24 @@ impl Server {
         let routing = Routing { primary: config.primary_provider(), failover: config.failover };
         let meetings =
             Arc::new(MeetingService::new(store.clone(), rooms.clone(), metrics.clone(), Backends { local, chime }, routing));
-        let state = AppState { config, store, auth, meetings, rooms, metrics, shutdown: Shutdown::default() };
+        let notices = Notices {
+            tz: config.notify.timezone,
+            practice_name: config.notify.practice_name.clone(),
+            reminder_offsets: config.clinic.reminder_offsets.clone(),
+        };
+        let appointments = Arc::new(AppointmentService::new(store.clone(), meetings.clone(), auth.clone(), notices));
+        let outbox_wake = Arc::new(tokio::sync::Notify::new());
+        let state = AppState {
+            config,
+            store,
+            auth,
+            meetings,
+            appointments,
+            outbox_wake,
+            rooms,
+            metrics,
+            shutdown: Shutdown::default(),
+        };
         Self::with_state(state).await
     }
 
@@ -86,7 +108,9 @@ impl Server {
                 Some(HttpsListener { listener, tls, cert: files.cert, generated: files.generated })
             }
         };
-        Ok(Self { state, http, https })
+        // A fresh link every start: whoever reads the terminal can open the console without typing the key.
+        let login_token = state.auth.console().issue_login_link();
+        Ok(Self { state, http, https, login_token })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -102,7 +126,7 @@ impl Server {
     }
 
     /// The startup banner for stdout: mode, URLs, and how to authenticate. A generated API key appears here,
-    /// once, when it is created; it is never logged.
+    /// once, when it is created, and so does this start's one-time console sign-in link; neither is logged.
     pub fn banner(&self) -> String {
         let mut b = String::new();
         let _ = writeln!(b, "telehealth-gateway {}", env!("CARGO_PKG_VERSION"));
@@ -129,6 +153,11 @@ impl Server {
             let note = if h.generated { "self-signed, generated now" } else { "from" };
             let _ = writeln!(b, "  TLS certificate ({note}): {}", h.cert.display());
         }
+        let console_base = self.state.config.app_url.clone().unwrap_or_else(|| http_url.clone());
+        let minutes = crate::auth::console::LOGIN_LINK_TTL.as_secs() / 60;
+        let _ = writeln!(b, "Practitioner console: {console_base}/ (sign in with the API key)");
+        let link = format!("{console_base}/console/login?token={}", self.login_token);
+        let _ = writeln!(b, "  one-time sign-in link (works once, for {minutes} min): {link}");
         let _ = writeln!(b, "API authentication: Authorization: Bearer <API key>");
         let key_expr = match self.state.auth.key_source() {
             KeySource::Env { count } => {
@@ -157,12 +186,22 @@ impl Server {
 
     /// Serves until `signal` resolves, then drains rooms and stops both listeners gracefully.
     pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Server { state, http, https } = self;
+        let Server { state, http, https, .. } = self;
         let app = http::router(state.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
         let grace = state.config.shutdown_grace;
 
         tokio::spawn(cleanup_loop(state.clone()));
+        let transports = Transports::from_config(&state.config.notify).await?;
+        let worker = OutboxWorker::new(
+            state.store.clone(),
+            transports,
+            state.config.clinic.outbox.clone(),
+            uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+            state.outbox_wake.clone(),
+        );
+        let outbox_stop = state.shutdown.clone();
+        tokio::spawn(worker.run(async move { outbox_stop.wait().await }));
         let draining = state.clone();
         tokio::spawn(async move {
             signal.await;

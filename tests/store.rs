@@ -6,7 +6,10 @@ use chrono::{SubsecRound, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use std::future::Future;
 use std::str::FromStr;
-use telehealth_gateway::ids::{AttendeeId, ExternalMeetingId, ExternalUserId, MeetingId, Provider, SessionId};
+use telehealth_gateway::ids::{AppointmentId, AttendeeId, ExternalMeetingId, ExternalUserId, MeetingId, OutboxId, Provider, SessionId};
+use telehealth_gateway::store::appointments::{AppointmentRecord, AppointmentStatus, Modality};
+use telehealth_gateway::store::outbox::{Channel, OutboxMessage, OutboxState};
+use telehealth_gateway::store;
 use telehealth_gateway::store::{
     AttendeeRecord, AuditAction, AuditActor, AuditEntry, InsertAttendee, InsertMeeting, MeetingRecord, SessionRecord, Store, StoreError,
 };
@@ -85,6 +88,7 @@ fn joined_line(a: &AttendeeRecord) -> AuditEntry {
         attendee_id: Some(a.attendee_id),
         actor: AuditActor::Invite,
         detail: Some("provider=local".into()),
+        ..Default::default()
     }
 }
 
@@ -579,4 +583,179 @@ async fn upgrading_a_database_with_repeated_appointments_keeps_every_row_and_pic
     old.close().await;
     upgraded_store_keeps_the_newest_meeting_per_appointment(Store::connect_postgres(opts).await.unwrap()).await;
     sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
+}
+
+fn appointment(modality: Modality) -> AppointmentRecord {
+    let now = Utc::now().trunc_subsecs(6);
+    AppointmentRecord {
+        id: AppointmentId::new(),
+        client_name: "Jordan Example".into(),
+        client_email: Some("jordan@example.com".into()),
+        client_phone: Some("+14155550123".into()),
+        practitioner: "Dr. Rivera".into(),
+        start_time: now + chrono::Duration::days(2),
+        duration_minutes: 30,
+        modality,
+        telehealth_room_id: None,
+        telehealth_link: None,
+        status: AppointmentStatus::Scheduled,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn message(appointment: AppointmentId, due: chrono::DateTime<Utc>) -> OutboxMessage {
+    let now = Utc::now().trunc_subsecs(6);
+    OutboxMessage {
+        id: OutboxId::new(),
+        appointment_id: Some(appointment),
+        kind: "reminder".into(),
+        channel: Channel::Email,
+        recipient: "jordan@example.com".into(),
+        subject: Some("Appointment Reminder".into()),
+        body: "Dear Jordan".into(),
+        state: OutboxState::Pending,
+        visit_starts_at: None,
+        not_before: due.trunc_subsecs(6),
+        next_attempt_at: due.trunc_subsecs(6),
+        attempts: 0,
+        last_error: None,
+        claimed_by: None,
+        handed_over_at: None,
+        sent_at: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// An appointment, its audit line and its messages, written as the appointments service writes them.
+async fn schedule(store: &Store, a: &AppointmentRecord, messages: Vec<OutboxMessage>) -> Result<(), StoreError> {
+    let line = AuditEntry { action: AuditAction::AppointmentCreated, appointment_id: Some(a.id), actor: AuditActor::System, ..Default::default() };
+    store
+        .write((a.clone(), line, messages), |c, (a, line, messages)| {
+            Box::pin(async move {
+                store::appointments::insert(c, a).await?;
+                store::audit::append(c, line).await?;
+                for m in messages {
+                    store::outbox::enqueue(c, m).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+}
+
+#[tokio::test]
+async fn appointments_round_trip_list_by_range_and_refuse_a_stale_update() {
+    on_both(|store| async move {
+        let a = appointment(Modality::Telehealth);
+        let mut b = appointment(Modality::InPerson);
+        b.start_time = a.start_time + chrono::Duration::hours(3);
+        b.client_email = None;
+        schedule(&store, &a, vec![]).await.unwrap();
+        schedule(&store, &b, vec![]).await.unwrap();
+        assert_eq!(store.find_appointment(a.id).await.unwrap().as_ref(), Some(&a), "every column round-trips");
+        let day = store.list_appointments(a.start_time, a.start_time + chrono::Duration::hours(1), None, 100).await.unwrap();
+        assert_eq!(day.iter().map(|x| x.id).collect::<Vec<_>>(), [a.id]);
+        let both = store.list_appointments(a.start_time, b.start_time + chrono::Duration::hours(1), Some(AppointmentStatus::Scheduled), 100).await.unwrap();
+        assert_eq!(both.iter().map(|x| x.id).collect::<Vec<_>>(), [a.id, b.id], "by start time");
+
+        let mut moved = a.clone();
+        moved.start_time += chrono::Duration::hours(1);
+        moved.updated_at = Utc::now().trunc_subsecs(6) + chrono::Duration::seconds(1);
+        let expected = a.updated_at;
+        let first = store.write((moved.clone(), expected), |c, (m, e)| Box::pin(store::appointments::update(c, m, *e))).await.unwrap();
+        let second = store.write((moved.clone(), expected), |c, (m, e)| Box::pin(store::appointments::update(c, m, *e))).await.unwrap();
+        assert!(first && !second, "an update made from a stale read is refused");
+        assert_eq!(store.find_appointment(a.id).await.unwrap().unwrap().start_time, moved.start_time);
+        let log = store.audit_for_appointment(a.id).await.unwrap();
+        assert_eq!(log.iter().map(|l| l.action.as_str()).collect::<Vec<_>>(), ["appointment.created"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_appointment_its_audit_line_and_its_messages_commit_together_or_not_at_all() {
+    on_both(|store| async move {
+        let a = appointment(Modality::Telehealth);
+        let good = message(a.id, Utc::now());
+        // The second message reuses the first one's id: the third statement fails after two succeeded.
+        let dup = OutboxMessage { kind: "confirmation".into(), ..good.clone() };
+        let err = schedule(&store, &a, vec![good.clone(), dup]).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        assert!(store.find_appointment(a.id).await.unwrap().is_none(), "the appointment is not stored");
+        assert!(store.audit_for_appointment(a.id).await.unwrap().is_empty(), "nor its audit line");
+        assert!(store.list_outbox(None, Some(a.id), 10).await.unwrap().is_empty(), "nor any message");
+        // Written alongside it (on SQLite, in the same batch), others are unaffected.
+        let others: Vec<_> = (0..5).map(|_| appointment(Modality::InPerson)).collect();
+        let results = futures::future::join_all(others.iter().map(|o| schedule(&store, o, vec![message(o.id, Utc::now())]))).await;
+        assert!(results.iter().all(Result::is_ok));
+        for o in &others {
+            assert!(store.find_appointment(o.id).await.unwrap().is_some());
+            assert_eq!(store.list_outbox(None, Some(o.id), 10).await.unwrap().len(), 1);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_outbox_claims_due_messages_once_settles_them_and_sweeps_abandoned_claims() {
+    on_both(|store| async move {
+        let a = appointment(Modality::Telehealth);
+        let now = Utc::now();
+        let due = message(a.id, now - chrono::Duration::seconds(1));
+        let later = message(a.id, now + chrono::Duration::hours(1));
+        let sms = OutboxMessage { channel: Channel::Sms, recipient: "+14155550123".into(), ..message(a.id, now - chrono::Duration::seconds(1)) };
+        schedule(&store, &a, vec![due.clone(), later.clone(), sms.clone()]).await.unwrap();
+
+        let claim = |worker: &'static str, channels: Vec<Channel>| {
+            let store = store.clone();
+            async move {
+                store.write((worker, channels), |c, (w, ch)| Box::pin(store::outbox::claim_due(c, w, ch, Utc::now(), 10))).await.unwrap()
+            }
+        };
+        // Two workers at once: each due e-mail goes to exactly one; SMS is not configured, so it waits.
+        let (x, y) = futures::join!(claim("w1", vec![Channel::Email]), claim("w2", vec![Channel::Email]));
+        let claimed: Vec<_> = x.iter().chain(&y).collect();
+        assert_eq!(claimed.len(), 1, "{claimed:?}");
+        assert_eq!((claimed[0].id, claimed[0].state, claimed[0].attempts), (due.id, OutboxState::Sending, 1));
+
+        let settle = |id, state| {
+            let store = store.clone();
+            async move {
+                store.write((id, state), |c, (id, st)| Box::pin(store::outbox::settle(c, *id, *st, Utc::now(), None, None))).await.unwrap()
+            }
+        };
+        assert!(settle(due.id, OutboxState::Sent).await);
+        assert!(!settle(due.id, OutboxState::Sent).await, "settled once only");
+        assert!(store.outbox_message(due.id).await.unwrap().unwrap().sent_at.is_some());
+
+        // The SMS is claimed and its worker dies before handing it over: the sweep queues it again.
+        let sweep = || {
+            let store = store.clone();
+            async move {
+                let before = Utc::now() + chrono::Duration::seconds(1);
+                store.write(before, |c, b| Box::pin(store::outbox::sweep_abandoned(c, *b, Utc::now()))).await.unwrap()
+            }
+        };
+        assert_eq!(claim("w3", vec![Channel::Sms]).await.len(), 1);
+        assert_eq!(sweep().await, (1, 0));
+        assert_eq!(store.outbox_message(sms.id).await.unwrap().unwrap().state, OutboxState::Pending);
+        // Claimed again and handed over when its worker dies: it may have arrived, so it becomes unknown and
+        // is never sent again by itself.
+        assert_eq!(claim("w3", vec![Channel::Sms]).await.len(), 1);
+        assert!(store.write(sms.id, |c, id| Box::pin(store::outbox::hand_over(c, *id, Utc::now()))).await.unwrap());
+        assert_eq!(sweep().await, (0, 1));
+        assert_eq!(store.outbox_message(sms.id).await.unwrap().unwrap().state, OutboxState::Unknown);
+        assert!(claim("w3", vec![Channel::Sms]).await.is_empty());
+        let retried = store.write(sms.id, |c, id| Box::pin(store::outbox::retry(c, *id, Utc::now()))).await.unwrap();
+        assert!(retried, "a person may send it again");
+        assert_eq!(claim("w3", vec![Channel::Sms]).await.len(), 1);
+
+        // Withdrawing takes only what has not started to go out.
+        let withdrawn = store.write(a.id, |c, id| Box::pin(store::outbox::withdraw_pending(c, *id, Utc::now()))).await.unwrap();
+        assert_eq!(withdrawn, 1, "only the later reminder");
+        assert_eq!(store.outbox_message(later.id).await.unwrap().unwrap().state, OutboxState::Withdrawn);
+    })
+    .await;
 }

@@ -1,7 +1,8 @@
 //! `POST /api/aws-chime-video`: the Chime-compatible JSON contract (see DESIGN.md).
 //!
 //! Authentication:
-//! - every action accepts `Authorization: Bearer <API key>`;
+//! - every action accepts `Authorization: Bearer <API key>`, or the practitioner console's session cookie with
+//!   its `X-CSRF-Token` (`console::authenticate`; the bearer key wins when both are present);
 //! - `create-attendee` alternatively accepts the meeting's invite token in the body field `invite` (the join
 //!   page copies it from its `?invite=` query parameter). A body field rather than a header keeps the patient's
 //!   page a plain same-origin JSON POST. An invite only works for its own meeting (403 otherwise) and for no
@@ -17,17 +18,18 @@
 //! Timing: `timed` wraps the route and records every request's duration by action and status; the handler
 //! names the action by putting an `ApiAction` into the response's extensions (only it has parsed the body).
 
+use super::console;
 use super::error::{ApiError, ErrorCode};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::ids::{ExternalMeetingId, ExternalUserId, MeetingId, Provider, SessionId};
-use crate::meetings::{CreateMeeting, Origin, PRESENCE_HEARTBEAT_SECS, Presence};
+use crate::meetings::{CreateMeeting, Origin, PRESENCE_HEARTBEAT_SECS, Presence, join_path};
 use chrono::{DateTime, NaiveDate, Utc};
 use crate::metrics::ApiAction;
 use crate::store::AuditActor;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Extension, Request, State};
-use axum::http::{HeaderMap, Uri, header};
+use axum::http::{HeaderMap, Method, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -139,7 +141,7 @@ pub async fn handle(
 async fn dispatch(state: &AppState, req: ApiRequest, origin: &Origin, headers: &HeaderMap) -> Result<Response, ApiError> {
     match req {
         ApiRequest::CreateMeeting { appointment_id, external_meeting_id, ends_at } => {
-            let caller = require_key(state, headers)?;
+            let caller = practitioner(state, headers)?;
             refuse_while_draining(state)?;
             let external_meeting_id = external_meeting_id
                 .map(|s| ExternalMeetingId::parse(&s))
@@ -153,7 +155,7 @@ async fn dispatch(state: &AppState, req: ApiRequest, origin: &Origin, headers: &
             let meeting = &served.value;
             tracing::info!(meeting_id = %meeting.id, provider = %served.provider, "meeting created");
             let invite = state.auth.issue_invite(meeting.id);
-            let link = format!("/telehealth-aws.html?meeting={}&invite={invite}", meeting.id);
+            let link = join_path(meeting.id, &invite);
             let mut body = json!({"meeting": meeting, "link": link});
             if let Some(f) = served.failover {
                 body["failover"] = json!({"from": f.from, "reason": f.reason});
@@ -180,24 +182,24 @@ async fn dispatch(state: &AppState, req: ApiRequest, origin: &Origin, headers: &
             Ok(success(state, served.provider, body))
         }
         ApiRequest::DeleteMeeting { meeting_id } => {
-            let caller = require_key(state, headers)?;
+            let caller = practitioner(state, headers)?;
             let meeting_id = parse_meeting_id(&meeting_id)?;
             let served = state.meetings.delete_meeting(meeting_id, &actor(&caller)).await?;
             tracing::info!(%meeting_id, "meeting deleted");
             Ok(success(state, served.provider, json!({})))
         }
         ApiRequest::GetMeeting { meeting_id } => {
-            require_key(state, headers)?;
+            practitioner(state, headers)?;
             let served = state.meetings.get_meeting(parse_meeting_id(&meeting_id)?, origin).await?;
             Ok(success(state, served.provider, json!({"meeting": served.value})))
         }
         ApiRequest::ListAttendees { meeting_id } => {
-            require_key(state, headers)?;
+            practitioner(state, headers)?;
             let served = state.meetings.list_attendees(parse_meeting_id(&meeting_id)?).await?;
             Ok(success(state, served.provider, json!({"attendees": served.value})))
         }
         ApiRequest::GetUsage { from, to, meeting_id } => {
-            require_key(state, headers)?;
+            practitioner(state, headers)?;
             let today = Utc::now().date_naive();
             let to = to.as_deref().map(|d| parse_date("to", d)).transpose()?.unwrap_or(today);
             let from = from.as_deref().map(|d| parse_date("from", d)).transpose()?.unwrap_or(to - chrono::Days::new(29));
@@ -287,9 +289,15 @@ fn bearer(headers: &HeaderMap) -> Option<Result<&str, ApiError>> {
     Some(parsed)
 }
 
-fn require_key(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+/// The bearer key, checked exactly as always; the one place that does (the console's extractor calls it too).
+pub(super) fn require_key(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let key = bearer(headers).ok_or_else(|| ApiError::unauthorized("an API key is required (Authorization: Bearer <key>)"))??;
     state.auth.check_api_key(key).ok_or_else(|| ApiError::unauthorized("the API key is not valid"))
+}
+
+/// The bearer key, or else a console session (the route is POST-only, so its CSRF token is always checked).
+fn practitioner(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    console::authenticate(state, &Method::POST, headers).map(|p| p.caller)
 }
 
 fn key_or_invite(state: &AppState, headers: &HeaderMap, invite: Option<&str>, meeting: MeetingId) -> Result<Caller, ApiError> {
@@ -297,6 +305,12 @@ fn key_or_invite(state: &AppState, headers: &HeaderMap, invite: Option<&str>, me
         return require_key(state, headers);
     }
     let Some(invite) = invite else {
+        // A practitioner joining from the console's browser has no invite, but may hold a session.
+        if headers.contains_key(header::COOKIE)
+            && let Ok(p) = console::authenticate(state, &Method::POST, headers)
+        {
+            return Ok(p.caller);
+        }
         return Err(ApiError::unauthorized("an API key or the meeting's invite is required"));
     };
     let invited_to = state.auth.verify_invite(invite).map_err(|_| ApiError::unauthorized("the invite is not valid"))?;
@@ -307,15 +321,12 @@ fn key_or_invite(state: &AppState, headers: &HeaderMap, invite: Option<&str>, me
 }
 
 fn actor(caller: &Caller) -> AuditActor {
-    match caller {
-        Caller::ApiKey { fingerprint } => AuditActor::ApiKey { fingerprint: fingerprint.clone() },
-        Caller::Invite { .. } => AuditActor::Invite,
-    }
+    console::audit_actor(caller)
 }
 
 /// The base URL a local meeting's URLs point at: `APP_URL` if set, else the request's own Host and the
 /// listener's scheme.
-fn origin(state: &AppState, scheme: ListenerScheme, headers: &HeaderMap, uri: &Uri) -> Origin {
+pub(super) fn origin(state: &AppState, scheme: ListenerScheme, headers: &HeaderMap, uri: &Uri) -> Origin {
     if let Some(o) = state.config.app_url.as_deref().and_then(Origin::from_app_url) {
         return o;
     }

@@ -175,7 +175,22 @@ impl From<MeetingError> for ApiError {
             MeetingError::AppointmentTaken => Self::new(ErrorCode::Conflict, e.to_string()),
             MeetingError::Invalid(message) => Self::bad_request(message),
             MeetingError::Provider { provider, source } => Self::from_backend(provider, source),
-            MeetingError::Store(cause) => Self::internal(&cause),
+            MeetingError::Store(cause) => cause.into(),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match e {
+            StoreError::NotFound => Self::not_found("not found"),
+            StoreError::Conflict(_) => Self::new(ErrorCode::Conflict, "the change conflicts with stored data"),
+            StoreError::Unavailable(_) => {
+                tracing::error!(error = %e, "the database is unavailable");
+                Self::new(ErrorCode::ServiceUnavailable, "the database is unavailable; try again shortly")
+            }
+            other => Self::internal(&other),
         }
     }
 }

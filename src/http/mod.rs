@@ -1,7 +1,11 @@
-//! HTTP surface: the JSON API, the signaling socket, health, metrics, and the browser assets from `web/`.
+//! HTTP surface: the JSON API, the clinic's appointments and outbox (`appointments`), the practitioner console
+//! (`console`: its page, sign-in and the `Practitioner` extractor), the signaling socket, health, metrics, and
+//! the browser assets from `web/`.
 //! Every asset is served by the gateway itself (no CDN), so an offline clinic works.
 
 pub mod api;
+pub mod appointments;
+pub mod console;
 pub mod error;
 pub mod ws;
 
@@ -9,9 +13,9 @@ use crate::app::AppState;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
-use axum::http::{HeaderValue, Request, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::middleware;
-use axum::response::{Html, IntoResponse, Json, Response};
+use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use tower_http::compression::CompressionLayer;
@@ -19,6 +23,7 @@ use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
 pub use api::ListenerScheme;
+pub use console::{Practitioner, Via};
 
 pub fn router(state: AppState) -> Router {
     // Compressed for browsers that accept gzip: the Chime SDK bundle is 1.2 MB, 0.25 MB gzipped, and patients join
@@ -34,12 +39,21 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
                 .layer(middleware::from_fn_with_state(state.clone(), api::timed)),
         )
+        .route("/api/appointments", get(appointments::list).post(appointments::create).layer(DefaultBodyLimit::max(state.config.max_body_bytes)))
+        .route(
+            "/api/appointments/{id}",
+            get(appointments::get).patch(appointments::update).layer(DefaultBodyLimit::max(state.config.max_body_bytes)),
+        )
+        .route("/api/appointments/{id}/cancel", post(appointments::cancel))
+        .route("/api/outbox", get(appointments::outbox_list))
+        .route("/api/outbox/{id}/retry", post(appointments::outbox_retry))
+        .merge(console::routes(&state))
         .route("/ws", get(ws::upgrade))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback_service(web)
-        // Spans carry the method and the path only: query strings hold invites (`?invite=…`), so the URI as a
-        // whole must never be recorded.
+        // Spans carry the method and the path only: query strings hold invites (`?invite=…`) and the console's
+        // one-time sign-in tokens (`?token=…`), so the URI as a whole must never be recorded.
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
         }))
@@ -63,15 +77,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
     res
 }
 
-/// `/` when `web/index.html` does not exist gets a small built-in page; anything else missing is a 404.
-async fn not_found(uri: Uri) -> Response {
-    if uri.path() == "/" {
-        return Html(INDEX).into_response();
-    }
+/// Anything not routed and not under `web/` (`/` is the console's route).
+async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found").into_response()
 }
 
-const INDEX: &str = r#"<!doctype html>
+/// `/` when `web/console.html` does not exist (a gateway run with an empty or custom `WEB_DIR`).
+pub(crate) const INDEX: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>telehealth-gateway</title></head>
 <body>
 <h1>telehealth-gateway</h1>

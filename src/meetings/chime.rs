@@ -5,19 +5,15 @@
 //! its own structs and drop anything newer than itself, so each call also keeps the raw response body (an
 //! interceptor that reads it after deserialisation) and the `Meeting` / `Attendee` objects are taken from that.
 //!
-//! Every call is bounded: the SDK's standard retry (throttling, 5xx, timeouts) with `max_attempts`, each try
-//! within `attempt_timeout`, the whole call within `call_timeout`, so failover starts after a known time even
-//! when Chime hangs.
+//! Every call is bounded (the client is built by `crate::aws`, shared with SNS): the SDK's standard retry
+//! (throttling, 5xx, timeouts) with `max_attempts`, each try within `attempt_timeout`, the whole call within
+//! `call_timeout`, so failover starts after a known time even when Chime hangs.
 
 use super::backend::{BackendError, MeetingBackend, NewMeeting, ProviderErrorKind};
 use super::types::{AttendeeDoc, MeetingDoc, Origin};
 use crate::config::ChimeConfig;
 use crate::ids::{ExternalUserId, Provider};
 use crate::store::{AttendeeRecord, MeetingRecord};
-use aws_config::meta::region::RegionProviderChain;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region};
 use aws_sdk_chimesdkmeetings::Client;
 use aws_sdk_chimesdkmeetings::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -28,7 +24,6 @@ use aws_smithy_runtime_api::http::Response as HttpResponse;
 use aws_smithy_types::config_bag::ConfigBag;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// Chime's limits on `ExternalUserId`.
 const EXTERNAL_USER_ID_MAX: usize = 64;
@@ -45,31 +40,15 @@ pub struct ChimeBackend {
 impl ChimeBackend {
     /// Builds the client. Nothing is contacted yet; credentials are resolved on the first call.
     pub async fn new(config: &ChimeConfig) -> Self {
-        // The SDK's default region chain ends with the EC2 instance metadata service; an offline clinic must
-        // not try to reach it, so the chain here stops at the environment and the profile.
-        let region = RegionProviderChain::first_try(config.region.clone().map(Region::new))
-            .or_else(aws_config::environment::EnvironmentVariableRegionProvider::new())
-            .or_else(aws_config::profile::ProfileFileRegionProvider::new())
-            .or_else(Region::from_static("us-east-1"));
-        let retry = RetryConfig::standard()
-            .with_max_attempts(config.max_attempts)
-            .with_initial_backoff(Duration::from_millis(100))
-            .with_max_backoff(Duration::from_secs(1));
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(config.attempt_timeout)
-            .operation_attempt_timeout(config.attempt_timeout)
-            .operation_timeout(config.call_timeout)
-            .build();
-        let mut loader =
-            aws_config::defaults(BehaviorVersion::latest()).region(region).retry_config(retry).timeout_config(timeouts);
-        if let Some(url) = &config.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        if let Some((id, secret, token)) = &config.credentials {
-            let creds = aws_credential_types::Credentials::new(id, secret, token.clone(), None, "telehealth-config");
-            loader = loader.credentials_provider(creds);
-        }
-        let sdk = loader.load().await;
+        let sdk = crate::aws::sdk_config(&crate::aws::ClientSettings {
+            region: config.region.as_deref(),
+            endpoint_url: config.endpoint_url.as_deref(),
+            credentials: config.credentials.as_ref(),
+            max_attempts: config.max_attempts,
+            attempt_timeout: config.attempt_timeout,
+            call_timeout: config.call_timeout,
+        })
+        .await;
         let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
         let media_region = config.media_region.clone().unwrap_or(region);
         Self { client: Client::new(&sdk), media_region }

@@ -431,5 +431,6 @@ pub(super) fn audit_line(
         attendee_id: attendee,
         actor: by.clone(),
         detail: Some(format!("provider={provider}")),
+        ..Default::default()
     }
 }

@@ -204,3 +204,8 @@ impl std::fmt::Debug for AttendeeDoc {
         f.debug_struct("AttendeeDoc").field("attendee_id", &self.attendee_id).finish_non_exhaustive()
     }
 }
+
+/// The join page's path for a meeting and its invite: the contract's `link` (callers prefix `APP_URL`).
+pub fn join_path(meeting: MeetingId, invite: &str) -> String {
+    format!("/telehealth-aws.html?meeting={meeting}&invite={invite}")
+}

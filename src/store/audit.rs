@@ -4,7 +4,7 @@
 
 use super::db::{Conn, Row, stmt};
 use super::{Store, StoreError};
-use crate::ids::{AttendeeId, MeetingId};
+use crate::ids::{AppointmentId, AttendeeId, MeetingId};
 use chrono::{DateTime, Utc};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -17,6 +17,11 @@ pub enum AuditAction {
     #[default]
     AttendeeJoined,
     AttendeeLeft,
+    AppointmentCreated,
+    AppointmentUpdated,
+    AppointmentCancelled,
+    /// A person asked to send a failed or unknown notification again.
+    NotificationRetried,
 }
 
 impl AuditAction {
@@ -27,6 +32,10 @@ impl AuditAction {
             AuditAction::AttendeeCreated => "attendee.created",
             AuditAction::AttendeeJoined => "attendee.joined",
             AuditAction::AttendeeLeft => "attendee.left",
+            AuditAction::AppointmentCreated => "appointment.created",
+            AuditAction::AppointmentUpdated => "appointment.updated",
+            AuditAction::AppointmentCancelled => "appointment.cancelled",
+            AuditAction::NotificationRetried => "notification.retried",
         }
     }
 }
@@ -41,6 +50,9 @@ pub enum AuditActor {
     ApiKey { fingerprint: String },
     /// The holder of a meeting's invite link.
     Invite,
+    /// A console session started from the start-up banner's one-time link (a key-signed-in console session
+    /// acts as its `ApiKey`).
+    Console,
     /// The gateway itself (e.g. shutdown).
     System,
 }
@@ -51,6 +63,7 @@ impl AuditActor {
             AuditActor::Attendee => "attendee".into(),
             AuditActor::ApiKey { fingerprint } => format!("api-key:{fingerprint}"),
             AuditActor::Invite => "invite".into(),
+            AuditActor::Console => "console".into(),
             AuditActor::System => "system".into(),
         }
     }
@@ -62,6 +75,7 @@ pub struct AuditEntry {
     pub action: AuditAction,
     pub meeting_id: Option<MeetingId>,
     pub attendee_id: Option<AttendeeId>,
+    pub appointment_id: Option<AppointmentId>,
     pub actor: AuditActor,
     /// Free text for context such as `provider=local`. Must never carry patient data.
     pub detail: Option<String>,
@@ -75,6 +89,7 @@ pub struct AuditRecord {
     pub action: String,
     pub meeting_id: Option<MeetingId>,
     pub attendee_id: Option<AttendeeId>,
+    pub appointment_id: Option<AppointmentId>,
     pub actor: String,
     pub detail: Option<String>,
 }
@@ -88,6 +103,7 @@ impl AuditRecord {
             action: row.get("action")?,
             meeting_id: row.opt_id("meeting_id")?,
             attendee_id: row.opt_id("attendee_id")?,
+            appointment_id: row.opt_id("appointment_id")?,
             actor: row.get("actor")?,
             detail: row.get("detail")?,
         })
@@ -97,11 +113,13 @@ impl AuditRecord {
 /// Appends one line, stamped now: the log's time order matches its id order even across batches.
 pub async fn append(c: &mut Conn<'_>, e: &AuditEntry) -> Result<(), StoreError> {
     c.execute(
-        stmt("INSERT INTO audit_log (at, action, meeting_id, attendee_id, actor, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+        stmt("INSERT INTO audit_log (at, action, meeting_id, attendee_id, appointment_id, actor, detail) \
+              VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(Utc::now())
             .bind(e.action.as_str())
             .bind(e.meeting_id.map(|m| m.as_uuid()))
             .bind(e.attendee_id.map(|a| a.as_uuid()))
+            .bind(e.appointment_id.map(|a| a.as_uuid()))
             .bind(e.actor.to_column())
             .bind(e.detail.as_ref()),
     )
@@ -115,10 +133,20 @@ pub async fn for_meeting(c: &mut Conn<'_>, meeting: MeetingId) -> Result<Vec<Aud
     rows.iter().map(AuditRecord::from_row).collect()
 }
 
+/// The audit trail of one appointment, oldest first.
+pub async fn for_appointment(c: &mut Conn<'_>, appointment: AppointmentId) -> Result<Vec<AuditRecord>, StoreError> {
+    let q = stmt("SELECT * FROM audit_log WHERE appointment_id = $1 ORDER BY id").bind(appointment.as_uuid());
+    c.fetch_all(q).await?.iter().map(AuditRecord::from_row).collect()
+}
+
 impl Store {
     /// One line on its own (a change that writes nothing else).
     pub async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
         self.write(entry, |c, e| Box::pin(append(c, e))).await
+    }
+
+    pub async fn audit_for_appointment(&self, appointment: AppointmentId) -> Result<Vec<AuditRecord>, StoreError> {
+        for_appointment(&mut self.reader(), appointment).await
     }
 
     pub async fn audit_for_meeting(&self, meeting: MeetingId) -> Result<Vec<AuditRecord>, StoreError> {

@@ -154,6 +154,12 @@ pub async fn mark_deleted(c: &mut Conn<'_>, id: MeetingId, at: DateTime<Utc>) ->
     Ok(c.execute(q).await? == 1)
 }
 
+/// Moves a live meeting's end (its appointment was rescheduled): cleanup and token expiry follow.
+pub async fn set_ends_at(c: &mut Conn<'_>, id: MeetingId, ends_at: DateTime<Utc>) -> Result<bool, StoreError> {
+    let q = stmt("UPDATE meetings SET ends_at = $1 WHERE id = $2 AND deleted_at IS NULL").bind(ends_at).bind(id.as_uuid());
+    Ok(c.execute(q).await? == 1)
+}
+
 /// Inserts the attendee if its meeting is live and has fewer than `max_per_meeting` attendees, in one
 /// statement. On PostgreSQL the meeting row is locked first, so that under READ COMMITTED two concurrent
 /// inserts cannot both count below the limit; SQLite's single writer already serialises them.
@@ -319,7 +325,13 @@ impl Store {
         .await
     }
 
-    /// Inserts the attendee if its meeting is live and has fewer than `max_per_meeting` attendees, atomically
+    /// Moves a live meeting's end (its appointment was rescheduled): cleanup and token expiry follow.
+pub async fn set_ends_at(c: &mut Conn<'_>, id: MeetingId, ends_at: DateTime<Utc>) -> Result<bool, StoreError> {
+    let q = stmt("UPDATE meetings SET ends_at = $1 WHERE id = $2 AND deleted_at IS NULL").bind(ends_at).bind(id.as_uuid());
+    Ok(c.execute(q).await? == 1)
+}
+
+/// Inserts the attendee if its meeting is live and has fewer than `max_per_meeting` attendees, atomically
     /// (two concurrent calls cannot both take the last seat), and appends `audit` (its `attendee.created` line)
     /// in the same transaction: both or neither. Nothing is written unless the outcome is `Inserted`.
     pub async fn insert_attendee(&self, a: &AttendeeRecord, max_per_meeting: u32, audit: &AuditEntry) -> Result<InsertAttendee, StoreError> {

@@ -1,5 +1,6 @@
 //! Persistence, in repositories per aggregate: meetings with their attendees and sessions (`meetings`), the
-//! append-only audit log (`audit`). One [`Store`] handle serves either database: SQLite (the zero-setup
+//! append-only audit log (`audit`), the clinic's appointments (`appointments`), and the notification outbox
+//! (`outbox`). One [`Store`] handle serves either database: SQLite (the zero-setup
 //! default) or PostgreSQL. Migrations run at connect time, so a fresh file or database is usable immediately
 //! and a restart loses nothing already stored.
 //!
@@ -9,9 +10,11 @@
 //!
 //! The store speaks in typed ids and records; it knows nothing of HTTP, tokens or Chime's JSON.
 
+pub mod appointments;
 pub mod audit;
 mod db;
 pub mod meetings;
+pub mod outbox;
 mod postgres;
 mod sqlite;
 mod sqlite_writer;

@@ -1,7 +1,7 @@
 // What the browser tests share: starting the real gateway binary (and the fake Chime), polling with a deadline,
 // the JSON API, and headless Debian Chromium with fake camera and microphone.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -94,6 +94,55 @@ export async function startGateway(dir, env = {}) {
     throw exitedEarly ? new Error(`gateway exited early (${JSON.stringify(exitedEarly)}):\n${server.output()}`) : err;
   });
   return { ...server, baseUrl };
+}
+
+/**
+ * Starts a real SMTP server (aiosmtpd, tests/support/smtp_sink.py, from the venv scripts/smtp-sink-setup makes)
+ * on a free loopback port, writing each message it accepts to `dir` as n.eml. Resolves to
+ * `{ url, proc, messages() }`; `messages()` gives the raw texts received so far, in order.
+ */
+export async function startSmtpSink(dir) {
+  execFileSync('bash', [path.join(repoRoot, 'scripts', 'smtp-sink-setup')], { stdio: 'inherit' });
+  const port = await freePort();
+  fs.mkdirSync(dir, { recursive: true });
+  const python = path.join(repoRoot, 'target', 'smtp-venv', 'bin', 'python');
+  const sink = run(python, [path.join(repoRoot, 'tests', 'support', 'smtp_sink.py'), '--port', String(port), '--dir', dir], { PATH: process.env.PATH }, dir);
+  await eventually(
+    () =>
+      new Promise((resolve) => {
+        const socket = net.connect(port, '127.0.0.1', () => {
+          socket.end();
+          resolve(true);
+        });
+        socket.on('error', () => resolve(false));
+      }),
+    { timeout: 15_000, what: 'the SMTP sink to listen' },
+  );
+  const messages = () =>
+    fs
+      .readdirSync(dir)
+      .filter((f) => /^\d+\.eml$/.test(f))
+      .sort((a, b) => parseInt(a, 10) - parseInt(b, 10))
+      .map((f) => fs.readFileSync(path.join(dir, f), 'utf8'));
+  return { ...sink, url: `smtp://127.0.0.1:${port}`, messages };
+}
+
+/** A received message's headers and its text body, quoted-printable or base64 undone (what a mail reader shows). */
+export function readMail(raw) {
+  const split = raw.indexOf('\r\n\r\n');
+  const headers = raw.slice(0, split);
+  let body = raw.slice(split + 4);
+  const encoding = headers.match(/^Content-Transfer-Encoding:\s*(\S+)/im)?.[1]?.toLowerCase();
+  if (encoding === 'quoted-printable') {
+    const bytes = Buffer.from(
+      body.replace(/=\r\n/g, '').replace(/=([0-9A-F]{2})/gi, (_, hex) => String.fromCharCode(parseInt(hex, 16))),
+      'latin1',
+    );
+    body = bytes.toString('utf8');
+  } else if (encoding === 'base64') {
+    body = Buffer.from(body.replace(/\s+/g, ''), 'base64').toString('utf8');
+  }
+  return { headers, body: body.replace(/\r\n/g, '\n') };
 }
 
 /** Starts the fake Chime SDK Meetings service (tests/fake-chime) on a free loopback port. */

@@ -1,4 +1,5 @@
-// The join page: /telehealth-aws.html?meeting=<MeetingId>&invite=<invite token>
+// The join page: /telehealth-aws.html?meeting=<MeetingId>&invite=<invite token>[&name=<name to pre-fill>]
+// (the practitioner console's Join button adds `name`, so the practitioner only has to press Join).
 //
 // lobby (camera preview, devices, name, Join) → create-attendee → the call layer the meeting's provider needs
 // → call (tiles, Mute, Stop video, devices, Leave, participant count) → a message screen (left, ended, invalid
@@ -55,6 +56,7 @@ const el = {
 const params = new URLSearchParams(window.location.search);
 const meetingId = (params.get('meeting') || '').trim();
 const invite = params.get('invite') || '';
+const presetName = (params.get('name') || '').trim().slice(0, 64);
 
 let call = null;
 let localStream = null;
@@ -548,5 +550,6 @@ if (!isMeetingId(meetingId)) {
   setState('idle');
   showScreen('lobby');
   mediaReady = acquireMedia();
+  if (presetName) el.nameInput.value = presetName;
   el.nameInput.focus();
 }

@@ -9,6 +9,8 @@
 //! without anything leaving the machine. Its objects carry a field Chime does not have (`FakeFutureField`), to
 //! show that fields a client does not know reach its callers.
 //!
+//! `FakeSns` (module `sns`) does the same for Amazon SNS's `Publish`, with the same SigV4 check for `sns`.
+//!
 //! Used in-process by the Rust tests (`FakeChime::start`) and as a binary by the browser test (`main.rs`,
 //! controlled over `/_fake/…`).
 
@@ -25,6 +27,9 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+
+mod sns;
+pub use sns::{FakeSns, Published, SnsFailure, SnsRequest};
 
 /// The credentials and region requests must be signed with.
 #[derive(Debug, Clone)]
@@ -278,7 +283,7 @@ async fn admit(shared: &Shared, operation: Operation, req: Request) -> Result<Va
         return Err(error(400, "BadRequestException", "The request body is too large."));
     };
     let (uri, body) = (&parts.uri, &body);
-    let signature_problem = verify_sigv4(&shared.credentials, &parts.method, uri, &parts.headers, body).err();
+    let signature_problem = verify_sigv4(&shared.credentials, "chime", &parts.method, uri, &parts.headers, body).err();
     let json: Value = if body.is_empty() { json!({}) } else { serde_json::from_slice(body).unwrap_or(Value::Null) };
     lock(&shared.requests).push(Recorded {
         operation,
@@ -557,9 +562,17 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Recomputes the request's SigV4 signature with the configured secret (the algorithm of the AWS General
-/// Reference, "Create a signed AWS API request") and compares it with the one it carries.
-fn verify_sigv4(c: &Credentials, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
+/// Recomputes the request's SigV4 signature for `service` (`chime`, `sns`) with the configured secret (the
+/// algorithm of the AWS General Reference, "Create a signed AWS API request") and compares it with the one it
+/// carries.
+fn verify_sigv4(
+    c: &Credentials,
+    expected_service: &str,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), String> {
     let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or("no Authorization header")?;
     let rest = auth.strip_prefix("AWS4-HMAC-SHA256 ").ok_or("not AWS4-HMAC-SHA256")?;
     let mut parts: HashMap<&str, &str> = HashMap::new();
@@ -578,8 +591,8 @@ fn verify_sigv4(c: &Credentials, method: &Method, uri: &Uri, headers: &HeaderMap
     if region != c.region {
         return Err(format!("signed for region {region}, expected {}", c.region));
     }
-    if service != "chime" || terminator != "aws4_request" {
-        return Err(format!("signed for service {service}, expected chime"));
+    if service != expected_service || terminator != "aws4_request" {
+        return Err(format!("signed for service {service}, expected {expected_service}"));
     }
     let amz_date = headers.get("x-amz-date").and_then(|v| v.to_str().ok()).ok_or("no x-amz-date")?;
     if !amz_date.starts_with(date) {

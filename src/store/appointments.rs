@@ -1,0 +1,191 @@
+//! The clinic's appointments, with the seed's columns (`modality`, `telehealth_room_id`, `telehealth_link`).
+//! Records and statements only; the rules (validation, meetings, notifications) live in `appointments/`.
+
+use super::db::{Conn, Row, stmt};
+use super::{Store, StoreError};
+use crate::ids::{AppointmentId, MeetingId};
+use chrono::{DateTime, Utc};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modality {
+    InPerson,
+    Telehealth,
+}
+
+impl Modality {
+    /// The seed's column values.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Modality::InPerson => "in-person",
+            Modality::Telehealth => "telehealth",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "in-person" => Some(Modality::InPerson),
+            "telehealth" => Some(Modality::Telehealth),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppointmentStatus {
+    Scheduled,
+    Cancelled,
+}
+
+impl AppointmentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppointmentStatus::Scheduled => "scheduled",
+            AppointmentStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "scheduled" => Some(AppointmentStatus::Scheduled),
+            "cancelled" => Some(AppointmentStatus::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppointmentRecord {
+    pub id: AppointmentId,
+    pub client_name: String,
+    pub client_email: Option<String>,
+    /// E.164.
+    pub client_phone: Option<String>,
+    pub practitioner: String,
+    pub start_time: DateTime<Utc>,
+    pub duration_minutes: u32,
+    pub modality: Modality,
+    /// The MeetingId of a telehealth visit.
+    pub telehealth_room_id: Option<MeetingId>,
+    /// `APP_URL` + the join link (with its invite).
+    pub telehealth_link: Option<String>,
+    pub status: AppointmentStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl AppointmentRecord {
+    pub fn ends_at(&self) -> DateTime<Utc> {
+        self.start_time + chrono::Duration::minutes(i64::from(self.duration_minutes))
+    }
+
+    fn from_row(row: &Row) -> Result<Self, StoreError> {
+        let modality: String = row.get("modality")?;
+        let status: String = row.get("status")?;
+        let duration: i64 = row.get("duration_minutes")?;
+        Ok(Self {
+            id: row.id("id")?,
+            client_name: row.get("client_name")?,
+            client_email: row.get("client_email")?,
+            client_phone: row.get("client_phone")?,
+            practitioner: row.get("practitioner")?,
+            start_time: row.get("start_time")?,
+            duration_minutes: u32::try_from(duration).map_err(|_| StoreError::corrupt("duration_minutes"))?,
+            modality: Modality::parse(&modality).ok_or_else(|| StoreError::corrupt(format!("modality {modality:?}")))?,
+            telehealth_room_id: row.opt_id("telehealth_room_id")?,
+            telehealth_link: row.get("telehealth_link")?,
+            status: AppointmentStatus::parse(&status).ok_or_else(|| StoreError::corrupt(format!("status {status:?}")))?,
+            created_at: row.get("created_at")?,
+            updated_at: row.get("updated_at")?,
+        })
+    }
+}
+
+pub async fn insert(c: &mut Conn<'_>, a: &AppointmentRecord) -> Result<(), StoreError> {
+    c.execute(
+        stmt("INSERT INTO appointments (id, client_name, client_email, client_phone, practitioner, start_time, \
+              duration_minutes, modality, telehealth_room_id, telehealth_link, status, created_at, updated_at) \
+              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
+        .bind(a.id.as_uuid())
+        .bind(&a.client_name)
+        .bind(a.client_email.as_ref())
+        .bind(a.client_phone.as_ref())
+        .bind(&a.practitioner)
+        .bind(a.start_time)
+        .bind(a.duration_minutes)
+        .bind(a.modality.as_str())
+        .bind(a.telehealth_room_id.map(|m| m.as_uuid()))
+        .bind(a.telehealth_link.as_ref())
+        .bind(a.status.as_str())
+        .bind(a.created_at)
+        .bind(a.updated_at),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Writes every field but the id and creation time, if the row still has `expected_updated_at` (so a
+/// concurrent change is not silently overwritten). False if it changed meanwhile or does not exist.
+pub async fn update(c: &mut Conn<'_>, a: &AppointmentRecord, expected_updated_at: DateTime<Utc>) -> Result<bool, StoreError> {
+    let rows = c
+        .execute(
+            stmt("UPDATE appointments SET client_name = $2, client_email = $3, client_phone = $4, practitioner = $5, \
+                  start_time = $6, duration_minutes = $7, modality = $8, telehealth_room_id = $9, telehealth_link = $10, \
+                  status = $11, updated_at = $12 \
+                  WHERE id = $1 AND updated_at = $13")
+            .bind(a.id.as_uuid())
+            .bind(&a.client_name)
+            .bind(a.client_email.as_ref())
+            .bind(a.client_phone.as_ref())
+            .bind(&a.practitioner)
+            .bind(a.start_time)
+            .bind(a.duration_minutes)
+            .bind(a.modality.as_str())
+            .bind(a.telehealth_room_id.map(|m| m.as_uuid()))
+            .bind(a.telehealth_link.as_ref())
+            .bind(a.status.as_str())
+            .bind(a.updated_at)
+            .bind(expected_updated_at),
+        )
+        .await?;
+    Ok(rows == 1)
+}
+
+pub async fn find(c: &mut Conn<'_>, id: AppointmentId) -> Result<Option<AppointmentRecord>, StoreError> {
+    let row = c.fetch_optional(stmt("SELECT * FROM appointments WHERE id = $1").bind(id.as_uuid())).await?;
+    row.as_ref().map(AppointmentRecord::from_row).transpose()
+}
+
+/// Appointments starting in `[from, to)`, of one status or any, by start time; at most `limit`.
+pub async fn list(
+    c: &mut Conn<'_>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    status: Option<AppointmentStatus>,
+    limit: u32,
+) -> Result<Vec<AppointmentRecord>, StoreError> {
+    let q = stmt(
+        "SELECT * FROM appointments WHERE start_time >= $1 AND start_time < $2 AND ($3 IS NULL OR status = $3) \
+         ORDER BY start_time, id LIMIT $4",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(status.map(AppointmentStatus::as_str))
+    .bind(limit);
+    c.fetch_all(q).await?.iter().map(AppointmentRecord::from_row).collect()
+}
+
+impl Store {
+    pub async fn find_appointment(&self, id: AppointmentId) -> Result<Option<AppointmentRecord>, StoreError> {
+        find(&mut self.reader(), id).await
+    }
+
+    pub async fn list_appointments(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        status: Option<AppointmentStatus>,
+        limit: u32,
+    ) -> Result<Vec<AppointmentRecord>, StoreError> {
+        list(&mut self.reader(), from, to, status, limit).await
+    }
+}
