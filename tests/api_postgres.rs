@@ -48,3 +48,48 @@ async fn the_api_works_on_postgresql_and_a_restart_keeps_the_meeting() {
     s.stop().await;
     sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
 }
+
+#[tokio::test]
+async fn appointments_and_their_outbox_work_on_postgresql_and_survive_a_restart() {
+    let admin = match PgPool::connect(&pg_url()).await {
+        Ok(pool) => pool,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("PostgreSQL is unreachable in CI: {e}"),
+        Err(e) => return eprintln!("skipping: PostgreSQL is unreachable: {e}"),
+    };
+    let schema = format!("api_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
+    let sep = if pg_url().contains('?') { '&' } else { '?' };
+    let url = format!("{}{sep}options=-c%20search_path%3D{schema}", pg_url());
+
+    let s = TestServer::start_with(|c| c.database_url = url.clone()).await;
+    let body = json!({
+        "client_name": "Jordan Example", "client_email": "jordan@example.com", "client_phone": "+14155550123",
+        "practitioner": "Dr. Rivera", "start_time": (chrono::Utc::now() + chrono::Duration::days(2)).to_rfc3339(),
+        "duration_minutes": 30, "modality": "telehealth",
+    });
+    let res = s.client.post(s.url("/api/appointments")).bearer_auth(&s.key).json(&body).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let created: serde_json::Value = res.json().await.unwrap();
+    let id = created["appointment"]["id"].as_str().unwrap().to_owned();
+    let room = created["appointment"]["telehealth_room_id"].as_str().unwrap().to_owned();
+    let dir = s.stop().await;
+
+    let s = TestServer::start_in(dir, |c| c.database_url = url.clone()).await;
+    let res = s.client.get(s.url(&format!("/api/appointments/{id}"))).bearer_auth(&s.key).send().await.unwrap();
+    let got: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(got["appointment"], created["appointment"], "every column round-trips through PostgreSQL: {got}");
+    let (status, _) = s.api(json!({"action": "get-meeting", "meetingId": room})).await;
+    assert_eq!(status, StatusCode::OK);
+    let res = s.client.get(s.url(&format!("/api/outbox?appointment_id={id}"))).bearer_auth(&s.key).send().await.unwrap();
+    let out: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(out["messages"].as_array().unwrap().len(), 6, "confirmation and two reminders, by email and SMS: {out}");
+    let res = s.client.post(s.url(&format!("/api/appointments/{id}/cancel"))).bearer_auth(&s.key).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {schema}.audit_log WHERE appointment_id IS NOT NULL"))
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert_eq!(n, 2, "appointment.created and appointment.cancelled");
+    s.stop().await;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
+}

@@ -648,7 +648,9 @@ async fn schedule(store: &Store, a: &AppointmentRecord, messages: Vec<OutboxMess
 #[tokio::test]
 async fn appointments_round_trip_list_by_range_and_refuse_a_stale_update() {
     on_both(|store| async move {
-        let a = appointment(Modality::Telehealth);
+        let mut a = appointment(Modality::Telehealth);
+        a.telehealth_room_id = Some(MeetingId::new());
+        a.telehealth_link = Some(format!("https://clinic.example/telehealth-aws.html?meeting={}&invite=x", a.telehealth_room_id.unwrap()));
         let mut b = appointment(Modality::InPerson);
         b.start_time = a.start_time + chrono::Duration::hours(3);
         b.client_email = None;

@@ -47,8 +47,9 @@ CREATE TABLE outbox (
     created_at       TEXT NOT NULL,
     updated_at       TEXT NOT NULL
 );
--- The worker's query: only waiting messages are indexed.
+-- The worker's queries: only waiting and claimed messages are indexed (a few at any time).
 CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX outbox_claimed ON outbox (updated_at) WHERE state = 'sending';
 CREATE INDEX outbox_by_appointment ON outbox (appointment_id);
 CREATE INDEX outbox_by_created ON outbox (created_at);
 

@@ -94,7 +94,8 @@ impl AppointmentService {
             client_email: new.client_email.as_deref().map(validate::email).transpose()?,
             client_phone: new.client_phone.as_deref().map(validate::phone).transpose()?,
             practitioner: validate::name("practitioner", &new.practitioner)?,
-            start_time: validate::start_in_future(new.start_time, now)?,
+            // Whole seconds: what a person schedules, and what both databases store exactly.
+            start_time: validate::start_in_future(new.start_time.trunc_subsecs(0), now)?,
             duration_minutes: validate::duration(new.duration_minutes)?,
             modality: new.modality,
             telehealth_room_id: None,
@@ -155,7 +156,7 @@ impl AppointmentService {
         if let Some(n) = &patch.practitioner {
             rec.practitioner = validate::name("practitioner", n)?;
         }
-        if let Some(start) = patch.start_time {
+        if let Some(start) = patch.start_time.map(|s| s.trunc_subsecs(0)) {
             // Only a new time must lie ahead: a visit under way can still have its notes' names corrected.
             rec.start_time = if start == old.start_time { start } else { validate::start_in_future(start, now)? };
         }

@@ -200,14 +200,16 @@ async fn dispatch(state: &AppState, req: ApiRequest, origin: &Origin, headers: &
         }
         ApiRequest::GetUsage { from, to, meeting_id } => {
             practitioner(state, headers)?;
-            let today = Utc::now().date_naive();
+            // Days are the clinic's: what "today" and a date mean to the people reading the report.
+            let tz = state.config.notify.timezone;
+            let today = Utc::now().with_timezone(&tz).date_naive();
             let to = to.as_deref().map(|d| parse_date("to", d)).transpose()?.unwrap_or(today);
             let from = from.as_deref().map(|d| parse_date("from", d)).transpose()?.unwrap_or(to - chrono::Days::new(29));
             if from > to || (to - from).num_days() > MAX_USAGE_DAYS {
                 return Err(ApiError::unprocessable(format!("from must not be after to, and at most {MAX_USAGE_DAYS} days before it")));
             }
             let meeting = meeting_id.as_deref().map(parse_meeting_id).transpose()?;
-            let usage = state.meetings.usage(from, to, meeting, Utc::now(), &state.config.lifecycle).await?;
+            let usage = state.meetings.usage(from, to, meeting, Utc::now(), &state.config.lifecycle, tz).await?;
             Ok(succeeded(state, json!({"usage": usage})))
         }
         ApiRequest::AttendeePresence { token, event, session_id } => {

@@ -16,7 +16,8 @@ use super::service::{MeetingError, MeetingService, audit_line};
 use crate::config::LifecycleConfig;
 use crate::ids::{AttendeeId, MeetingId, Provider, SessionId};
 use crate::store::{AuditAction, AuditActor, MeetingRecord, SessionRecord};
-use chrono::{DateTime, Duration as Span, NaiveDate, Utc};
+use chrono::{DateTime, Duration as Span, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 
@@ -159,8 +160,9 @@ impl MeetingService {
         Ok(report)
     }
 
-    /// Attendee-minutes and their estimated cost per day (UTC) and provider, for sessions that started in
-    /// `[from, to]` (whole days), of one meeting or all. A session still open counts until `now`.
+    /// Attendee-minutes and their estimated cost per day and provider, for sessions that started in
+    /// `[from, to]` (whole days of the clinic's zone `tz`, so a day in the report is the day people lived), of
+    /// one meeting or all. A session still open counts until `now`.
     pub async fn usage(
         &self,
         from: NaiveDate,
@@ -168,12 +170,19 @@ impl MeetingService {
         meeting: Option<MeetingId>,
         now: DateTime<Utc>,
         cfg: &LifecycleConfig,
+        tz: Tz,
     ) -> Result<UsageReport, MeetingError> {
-        let start = from.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
-        let end = (to + Span::days(1)).and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
-        let sessions = self.store.sessions_between(start, end, meeting).await?;
-        Ok(UsageReport::build(from, to, &sessions, now, cfg))
+        let sessions = self.store.sessions_between(day_start(tz, from), day_start(tz, to + Span::days(1)), meeting).await?;
+        Ok(UsageReport::build(from, to, &sessions, now, cfg, tz))
     }
+}
+
+/// The first instant of `day` in `tz`. Where a clock change skips midnight, the first hour that exists.
+fn day_start(tz: Tz, day: NaiveDate) -> DateTime<Utc> {
+    (0..3)
+        .find_map(|h| day.and_hms_opt(h, 0, 0).and_then(|t| tz.from_local_datetime(&t).earliest()))
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
 }
 
 fn span(d: std::time::Duration) -> Span {
@@ -186,6 +195,8 @@ fn span(d: std::time::Duration) -> Span {
 pub struct UsageReport {
     pub from: NaiveDate,
     pub to: NaiveDate,
+    /// The IANA zone the days are in (`CLINIC_TIMEZONE`).
+    pub timezone: &'static str,
     pub currency: &'static str,
     /// Price per attendee-minute used for the estimate, by provider.
     pub rates: BTreeMap<Provider, f64>,
@@ -212,7 +223,7 @@ pub struct UsageRow {
 struct Tally(HashSet<MeetingId>, usize, f64);
 
 impl UsageReport {
-    fn build(from: NaiveDate, to: NaiveDate, sessions: &[SessionRecord], now: DateTime<Utc>, cfg: &LifecycleConfig) -> Self {
+    fn build(from: NaiveDate, to: NaiveDate, sessions: &[SessionRecord], now: DateTime<Utc>, cfg: &LifecycleConfig, tz: Tz) -> Self {
         let rate = |p: Provider| match p {
             Provider::Local => cfg.local_cost_per_minute,
             Provider::Chime => cfg.chime_cost_per_minute,
@@ -224,7 +235,7 @@ impl UsageReport {
             let end = s.ended_at.unwrap_or(now).max(s.started_at);
             let seconds = (end - s.started_at).num_milliseconds() as f64 / 1000.0;
             for slot in [
-                by_day.entry((Some(s.started_at.date_naive()), s.provider)).or_default(),
+                by_day.entry((Some(s.started_at.with_timezone(&tz).date_naive()), s.provider)).or_default(),
                 by_provider.entry((None, s.provider)).or_default(),
             ] {
                 slot.0.insert(s.meeting_id);
@@ -248,6 +259,7 @@ impl UsageReport {
         Self {
             from,
             to,
+            timezone: tz.name(),
             currency: "USD",
             rates: Provider::ALL.into_iter().map(|p| (p, rate(p))).collect(),
             days: rows(by_day),
@@ -287,7 +299,7 @@ mod tests {
             session(Provider::Chime, m, "2026-12-01T10:00:00Z", 60),
             session(Provider::Local, MeetingId::new(), "2026-12-01T11:00:00Z", 30),
         ];
-        let r = UsageReport::build(d, d, &sessions, Utc::now(), &LifecycleConfig::default());
+        let r = UsageReport::build(d, d, &sessions, Utc::now(), &LifecycleConfig::default(), chrono_tz::UTC);
         let chime = r.days.iter().find(|x| x.provider == Provider::Chime).unwrap();
         assert_eq!((chime.meetings, chime.sessions, chime.attendee_minutes), (1, 2, 120.0));
         assert_eq!(chime.estimated_cost, 0.204, "120 attendee-minutes at $0.0017");
@@ -302,10 +314,24 @@ mod tests {
         open.ended_at = None;
         let now: DateTime<Utc> = "2026-12-03T00:10:00Z".parse().unwrap();
         let sessions = [session(Provider::Local, m, "2026-12-01T09:00:00Z", 15), open];
-        let r = UsageReport::build("2026-12-01".parse().unwrap(), "2026-12-03".parse().unwrap(), &sessions, now, &LifecycleConfig::default());
+        let r = UsageReport::build("2026-12-01".parse().unwrap(), "2026-12-03".parse().unwrap(), &sessions, now, &LifecycleConfig::default(), chrono_tz::UTC);
         let days: Vec<(String, f64)> = r.days.iter().map(|d| (d.date.unwrap().to_string(), d.attendee_minutes)).collect();
         assert_eq!(days, [("2026-12-01".to_owned(), 15.0), ("2026-12-02".to_owned(), 20.0)]);
         assert_eq!(r.totals[0].attendee_minutes, 35.0);
         assert_eq!(r.totals[0].meetings, 1);
+    }
+
+    #[test]
+    fn days_are_the_clinics_days() {
+        let ny = chrono_tz::America::New_York;
+        // 03:30 UTC on the 2nd is 22:30 on the 1st in New York.
+        let sessions = [session(Provider::Local, MeetingId::new(), "2026-12-02T03:30:00Z", 10)];
+        let r = UsageReport::build("2026-12-01".parse().unwrap(), "2026-12-02".parse().unwrap(), &sessions, Utc::now(), &LifecycleConfig::default(), ny);
+        assert_eq!(r.days[0].date.unwrap().to_string(), "2026-12-01");
+        assert_eq!(r.timezone, "America/New_York");
+        assert_eq!(day_start(ny, "2026-12-01".parse().unwrap()).to_rfc3339(), "2026-12-01T05:00:00+00:00");
+        // Midnight skipped by a clock change (Santiago springs forward at 00:00): the day starts at 01:00.
+        let santiago = chrono_tz::America::Santiago;
+        assert_eq!(day_start(santiago, "2026-09-06".parse().unwrap()).to_rfc3339(), "2026-09-06T04:00:00+00:00");
     }
 }

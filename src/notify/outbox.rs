@@ -84,6 +84,9 @@ pub struct OutboxWorker {
     node: String,
     /// Rung when a message is queued, so it goes out at once rather than at the next poll.
     wake: Arc<Notify>,
+    /// When abandoned claims were last looked for: a claim is abandoned only after `claim_timeout`, so looking
+    /// more often than a few times per timeout finds nothing new (and every look is a write).
+    last_sweep: Option<std::time::Instant>,
 }
 
 /// What one pass did.
@@ -102,11 +105,11 @@ pub struct Pass {
 impl OutboxWorker {
     /// `wake` is rung by whoever queues messages (the API after an appointment change).
     pub fn new(store: Store, transports: Transports, config: OutboxConfig, node: String, wake: Arc<Notify>) -> Self {
-        Self { store, transports, config, node, wake }
+        Self { store, transports, config, node, wake, last_sweep: None }
     }
 
     /// Runs until `stop` resolves.
-    pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
+    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
         let channels = self.transports.channels();
         if channels.is_empty() {
             tracing::info!("no SMTP or SMS configured: notifications wait in the outbox");
@@ -142,15 +145,21 @@ impl OutboxWorker {
         }
     }
 
-    /// Sweeps abandoned claims, then sends everything due now, a batch at a time.
-    pub async fn pass(&self, now: DateTime<Utc>) -> Result<Pass, StoreError> {
+    /// Sweeps abandoned claims (at most four times per claim timeout), then sends everything due now, a batch
+    /// at a time. Without a channel there is nothing to send and nothing can have been claimed.
+    pub async fn pass(&mut self, now: DateTime<Utc>) -> Result<Pass, StoreError> {
         let mut pass = Pass::default();
-        let claimed_before = now - Duration::from_std(self.config.claim_timeout).unwrap_or(Duration::seconds(60));
-        (pass.requeued, pass.unknown) =
-            self.store.write((claimed_before, now), |c, (before, now)| Box::pin(outbox::sweep_abandoned(c, *before, *now))).await?;
         let channels = self.transports.channels();
         if channels.is_empty() {
             return Ok(pass);
+        }
+        if self.last_sweep.is_none_or(|t| t.elapsed() >= self.config.claim_timeout / 4) {
+            self.last_sweep = Some(std::time::Instant::now());
+            let claimed_before = now - Duration::from_std(self.config.claim_timeout).unwrap_or(Duration::seconds(60));
+            (pass.requeued, pass.unknown) = self
+                .store
+                .write((claimed_before, now), |c, (before, now)| Box::pin(outbox::sweep_abandoned(c, *before, *now)))
+                .await?;
         }
         loop {
             let batch = self

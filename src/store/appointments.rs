@@ -82,6 +82,8 @@ impl AppointmentRecord {
         let modality: String = row.get("modality")?;
         let status: String = row.get("status")?;
         let duration: i64 = row.get("duration_minutes")?;
+        // The seed's VARCHAR(255) in both dialects (not a UUID column): a GUID as text.
+        let room: Option<String> = row.get("telehealth_room_id")?;
         Ok(Self {
             id: row.id("id")?,
             client_name: row.get("client_name")?,
@@ -91,7 +93,9 @@ impl AppointmentRecord {
             start_time: row.get("start_time")?,
             duration_minutes: u32::try_from(duration).map_err(|_| StoreError::corrupt("duration_minutes"))?,
             modality: Modality::parse(&modality).ok_or_else(|| StoreError::corrupt(format!("modality {modality:?}")))?,
-            telehealth_room_id: row.opt_id("telehealth_room_id")?,
+            telehealth_room_id: room
+                .map(|r| MeetingId::parse(&r).ok_or_else(|| StoreError::corrupt("telehealth_room_id is not a GUID")))
+                .transpose()?,
             telehealth_link: row.get("telehealth_link")?,
             status: AppointmentStatus::parse(&status).ok_or_else(|| StoreError::corrupt(format!("status {status:?}")))?,
             created_at: row.get("created_at")?,
@@ -113,7 +117,7 @@ pub async fn insert(c: &mut Conn<'_>, a: &AppointmentRecord) -> Result<(), Store
         .bind(a.start_time)
         .bind(a.duration_minutes)
         .bind(a.modality.as_str())
-        .bind(a.telehealth_room_id.map(|m| m.as_uuid()))
+        .bind(a.telehealth_room_id.map(|m| m.to_string()))
         .bind(a.telehealth_link.as_ref())
         .bind(a.status.as_str())
         .bind(a.created_at)
@@ -140,7 +144,7 @@ pub async fn update(c: &mut Conn<'_>, a: &AppointmentRecord, expected_updated_at
             .bind(a.start_time)
             .bind(a.duration_minutes)
             .bind(a.modality.as_str())
-            .bind(a.telehealth_room_id.map(|m| m.as_uuid()))
+            .bind(a.telehealth_room_id.map(|m| m.to_string()))
             .bind(a.telehealth_link.as_ref())
             .bind(a.status.as_str())
             .bind(a.updated_at)

@@ -293,11 +293,14 @@ pub async fn list(
 pub async fn next_due(c: &mut Conn<'_>, channels: &[Channel]) -> Result<Option<DateTime<Utc>>, StoreError> {
     let email = channels.contains(&Channel::Email).then_some("email");
     let sms = channels.contains(&Channel::Sms).then_some("sms");
-    let q = stmt("SELECT MIN(next_attempt_at) AS due FROM outbox WHERE state = 'pending' AND (channel = $1 OR channel = $2)")
-        .bind(email)
-        .bind(sms);
-    let row = c.fetch_one(q).await?;
-    row.get("due")
+    // ORDER BY … LIMIT 1 rather than MIN(): walking the partial index in order stops at the first match.
+    let q = stmt(
+        "SELECT next_attempt_at FROM outbox WHERE state = 'pending' AND (channel = $1 OR channel = $2) \
+         ORDER BY next_attempt_at LIMIT 1",
+    )
+    .bind(email)
+    .bind(sms);
+    c.fetch_optional(q).await?.map(|row| row.get("next_attempt_at")).transpose()
 }
 
 impl Store {

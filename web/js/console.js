@@ -236,7 +236,7 @@ function selectTab(tab, { focus = true } = {}) {
   if (focus) tab.focus();
   if (tab.id === 'tab-outbox' && !page.loaded.outbox) loadOutbox();
   if (tab.id === 'tab-usage' && !page.loaded.usage) {
-    const today = new Date().toISOString().slice(0, 10);
+    const today = ct.dayKey(Date.now(), page.timeZone);
     el.usageTo.value ||= today;
     el.usageFrom.value ||= ct.addDays(today, -29);
     loadUsage();
