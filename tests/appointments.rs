@@ -210,6 +210,27 @@ async fn bad_input_gets_the_contracts_errors_and_stores_nothing() {
     assert_eq!(all["appointments"].as_array().unwrap().len(), 0, "nothing refused was stored");
     let (_, out) = call(&s, reqwest::Method::GET, "/api/outbox", None).await;
     assert_eq!(out["messages"].as_array().unwrap().len(), 0);
+
+    // The same rules on a change; a refused change leaves the appointment as it was.
+    let a = create(&s, visit("in-person", 60)).await;
+    let path = format!("/api/appointments/{}", a["id"].as_str().unwrap());
+    for (change, field) in [
+        (json!({"client_phone": "12345"}), "client_phone"),
+        (json!({"duration_minutes": 1000}), "duration_minutes"),
+        (json!({"start_time": (Utc::now() - Duration::hours(1)).to_rfc3339()}), "start_time"),
+        (json!({"modality": "phone"}), "modality"),
+    ] {
+        let (status, res) = call(&s, reqwest::Method::PATCH, &path, Some(change)).await;
+        assert_eq!((status, error_code(&res)), (StatusCode::BAD_REQUEST, "BadRequest"), "{field}: {res}");
+    }
+    let (status, res) = call(&s, reqwest::Method::PATCH, &path, Some(json!({"surprise": true}))).await;
+    assert!(status.is_client_error() && res["success"] == false, "{status} {res}");
+    let (_, same) = call(&s, reqwest::Method::GET, &path, None).await;
+    assert_eq!(same["appointment"], a);
+    let (status, res) = call(&s, reqwest::Method::POST, &format!("/api/appointments/{}/cancel", uuid::Uuid::new_v4()), None).await;
+    assert_eq!((status, error_code(&res)), (StatusCode::NOT_FOUND, "NotFound"));
+    let (status, res) = call(&s, reqwest::Method::DELETE, &path, None).await;
+    assert!(status.is_client_error() && res["success"] == false, "{status} {res}");
     s.stop().await;
 }
 

@@ -15,6 +15,7 @@ use smtp::{SinkOptions, SmtpSink};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use telehealth_gateway::config::Config;
+use telehealth_gateway::ids::AppointmentId;
 use telehealth_gateway::notify::{SmsType, SmtpConfig, SnsConfig};
 
 const ZONE: chrono_tz::Tz = chrono_tz::America::New_York;
@@ -271,4 +272,56 @@ async fn a_gateway_killed_mid_delivery_loses_nothing_and_sends_nothing_twice() {
         }
         assert!(!log.contains("invite="), "run {run} logged an invite");
     }
+}
+
+#[tokio::test]
+async fn a_refused_address_or_the_last_attempt_fails_visibly_and_retry_sends_it_once() {
+    let Some(mut sink) = SmtpSink::start_or_skip().await else { return };
+    sink.stop();
+    let s = TestServer::start_with(|c| {
+        with_smtp(c, &sink);
+        c.clinic.outbox.max_attempts = 2;
+    })
+    .await;
+    // Down for both attempts: failed after the second.
+    let waiting = schedule(&s, 30, Some("jordan@example.com"), None).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let failed = loop {
+        let msgs = outbox(&s).await;
+        let mine: Vec<_> = msgs.iter().filter(|m| m["appointment_id"] == waiting["id"]).cloned().collect();
+        if mine.len() == 2 && mine.iter().all(|m| m["state"] == "failed") {
+            assert!(mine.iter().all(|m| m["attempts"] == 2), "{mine:#?}");
+            break mine;
+        }
+        assert!(Instant::now() < deadline, "{msgs:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    sink.restart().await;
+    // Refused for good by the server (550): failed at the first attempt.
+    let refused = schedule(&s, 3 * 24 * 60, Some("reject-me@example.com"), None).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let msgs = outbox(&s).await;
+        let theirs: Vec<_> = msgs.iter().filter(|m| m["appointment_id"] == refused["id"] && m["kind"] == "confirmation").collect();
+        if theirs.len() == 1 && theirs[0]["state"] == "failed" {
+            assert_eq!(theirs[0]["last_error"], "smtp 550");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{msgs:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(sink.messages().is_empty(), "failed messages are not sent by themselves");
+
+    // A person presses Retry on each failed one: each goes out exactly once.
+    for m in &failed {
+        let res = s.client.post(s.url(&format!("/api/outbox/{}/retry", m["id"].as_str().unwrap()))).bearer_auth(&s.key).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    sink.wait_for(2, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sink.messages().len(), 2);
+    let log = s.state.store.audit_for_appointment(AppointmentId::parse(waiting["id"].as_str().unwrap()).unwrap()).await.unwrap();
+    assert_eq!(log.iter().filter(|l| l.action == "notification.retried").count(), 2);
+    s.stop().await;
 }

@@ -135,6 +135,11 @@ fn message_json(m: &OutboxMessage) -> Value {
     })
 }
 
+/// Any other method on these routes.
+pub async fn wrong_method() -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, "this method is not allowed here (see the README's Appointments table)")
+}
+
 fn ok(mut body: Value) -> Response {
     body["success"] = json!(true);
     Json(body).into_response()

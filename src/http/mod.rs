@@ -39,14 +39,24 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
                 .layer(middleware::from_fn_with_state(state.clone(), api::timed)),
         )
-        .route("/api/appointments", get(appointments::list).post(appointments::create).layer(DefaultBodyLimit::max(state.config.max_body_bytes)))
+        // A wrong method gets the contract's JSON error too, not axum's empty 405.
+        .route(
+            "/api/appointments",
+            get(appointments::list)
+                .post(appointments::create)
+                .fallback(appointments::wrong_method)
+                .layer(DefaultBodyLimit::max(state.config.max_body_bytes)),
+        )
         .route(
             "/api/appointments/{id}",
-            get(appointments::get).patch(appointments::update).layer(DefaultBodyLimit::max(state.config.max_body_bytes)),
+            get(appointments::get)
+                .patch(appointments::update)
+                .fallback(appointments::wrong_method)
+                .layer(DefaultBodyLimit::max(state.config.max_body_bytes)),
         )
-        .route("/api/appointments/{id}/cancel", post(appointments::cancel))
-        .route("/api/outbox", get(appointments::outbox_list))
-        .route("/api/outbox/{id}/retry", post(appointments::outbox_retry))
+        .route("/api/appointments/{id}/cancel", post(appointments::cancel).fallback(appointments::wrong_method))
+        .route("/api/outbox", get(appointments::outbox_list).fallback(appointments::wrong_method))
+        .route("/api/outbox/{id}/retry", post(appointments::outbox_retry).fallback(appointments::wrong_method))
         .merge(console::routes(&state))
         .route("/ws", get(ws::upgrade))
         .route("/healthz", get(healthz))
