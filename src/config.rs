@@ -3,7 +3,7 @@
 
 use crate::ids::Provider;
 use crate::notify::config::NotifyConfig;
-use crate::notify::outbox::OutboxConfig;
+use crate::notify::OutboxConfig;
 use crate::sfu::SfuConfig;
 use anyhow::{Context, bail};
 use std::net::{IpAddr, SocketAddr};
@@ -367,7 +367,7 @@ impl Config {
             max_body_bytes: parse_var("MAX_BODY_BYTES", 64 * 1024usize)?,
             sfu,
             clinic: ClinicConfig {
-                reminder_offsets: crate::appointments::notices::parse_offsets(&var("REMINDER_OFFSETS").unwrap_or_else(|| "24h,1h".into()))?,
+                reminder_offsets: parse_offsets(&var("REMINDER_OFFSETS").unwrap_or_else(|| "24h,1h".into()))?,
                 outbox: OutboxConfig {
                     max_attempts: positive("OUTBOX_MAX_ATTEMPTS", 12u32)?,
                     retry_base: Duration::from_millis(positive("OUTBOX_RETRY_BASE_MS", 5000u64)?),
@@ -382,9 +382,39 @@ impl Config {
     }
 }
 
+/// `REMINDER_OFFSETS`: comma-separated durations such as `24h,1h,30m` (empty: no reminders).
+fn parse_offsets(s: &str) -> anyhow::Result<Vec<chrono::Duration>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (n, unit) = p.split_at(p.find(|c: char| !c.is_ascii_digit()).unwrap_or(p.len()));
+            let n: i64 = n.parse().map_err(|_| anyhow::anyhow!("REMINDER_OFFSETS: {p:?} is not like 24h, 90m or 2d"))?;
+            match unit {
+                "m" => Ok(chrono::Duration::minutes(n)),
+                "h" => Ok(chrono::Duration::hours(n)),
+                "d" => Ok(chrono::Duration::days(n)),
+                _ => anyhow::bail!("REMINDER_OFFSETS: {p:?} is not like 24h, 90m or 2d"),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reminder_offsets_read_like_people_write_them() {
+        let hours = |v: &[chrono::Duration]| v.iter().map(|d| d.num_minutes()).collect::<Vec<_>>();
+        assert_eq!(hours(&parse_offsets("24h, 1h").unwrap()), [1440, 60]);
+        assert_eq!(hours(&parse_offsets("2d,90m").unwrap()), [2880, 90]);
+        assert!(parse_offsets("").unwrap().is_empty(), "empty: no reminders");
+        for bad in ["24", "1w", "h", "-1h"] {
+            assert!(parse_offsets(bad).is_err(), "{bad:?}");
+        }
+    }
+
 
     #[test]
     fn auto_means_chime_exactly_when_both_aws_keys_are_set_and_chime_is_the_overflow_of_local_with_keys() {

@@ -98,21 +98,3 @@ impl Notices {
         out
     }
 }
-
-/// `REMINDER_OFFSETS`: comma-separated durations such as `24h,1h,30m` (empty: no reminders).
-pub fn parse_offsets(s: &str) -> anyhow::Result<Vec<Duration>> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (n, unit) = p.split_at(p.find(|c: char| !c.is_ascii_digit()).unwrap_or(p.len()));
-            let n: i64 = n.parse().map_err(|_| anyhow::anyhow!("REMINDER_OFFSETS: {p:?} is not like 24h, 90m or 2d"))?;
-            match unit {
-                "m" => Ok(Duration::minutes(n)),
-                "h" => Ok(Duration::hours(n)),
-                "d" => Ok(Duration::days(n)),
-                _ => anyhow::bail!("REMINDER_OFFSETS: {p:?} is not like 24h, 90m or 2d"),
-            }
-        })
-        .collect()
-}

@@ -19,6 +19,7 @@
 //! names the action by putting an `ApiAction` into the response's extensions (only it has parsed the body).
 
 use super::console;
+use super::caller::{ListenerScheme, origin, require_key};
 use super::error::{ApiError, ErrorCode};
 use crate::app::AppState;
 use crate::auth::Caller;
@@ -36,14 +37,6 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Instant;
-
-/// Which listener a request arrived on; set as an extension by the server so URLs we hand out
-/// (`SignalingUrl`) use the same scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerScheme {
-    Http,
-    Https,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
@@ -280,23 +273,6 @@ fn refuse_while_draining(state: &AppState) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn bearer(headers: &HeaderMap) -> Option<Result<&str, ApiError>> {
-    let value = headers.get(header::AUTHORIZATION)?;
-    let parsed = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <API key>`"));
-    Some(parsed)
-}
-
-/// The bearer key, checked exactly as always; the one place that does (the console's extractor calls it too).
-pub(super) fn require_key(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let key = bearer(headers).ok_or_else(|| ApiError::unauthorized("an API key is required (Authorization: Bearer <key>)"))??;
-    state.auth.check_api_key(key).ok_or_else(|| ApiError::unauthorized("the API key is not valid"))
-}
-
 /// The bearer key, or else a console session (the route is POST-only, so its CSRF token is always checked).
 fn practitioner(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     console::authenticate(state, &Method::POST, headers).map(|p| p.caller)
@@ -324,26 +300,6 @@ fn key_or_invite(state: &AppState, headers: &HeaderMap, invite: Option<&str>, me
 
 fn actor(caller: &Caller) -> AuditActor {
     console::audit_actor(caller)
-}
-
-/// The base URL a local meeting's URLs point at: `APP_URL` if set, else the request's own Host and the
-/// listener's scheme.
-pub(super) fn origin(state: &AppState, scheme: ListenerScheme, headers: &HeaderMap, uri: &Uri) -> Origin {
-    if let Some(o) = state.config.app_url.as_deref().and_then(Origin::from_app_url) {
-        return o;
-    }
-    let scheme = match scheme {
-        ListenerScheme::Http => "http",
-        ListenerScheme::Https => "https",
-    };
-    let authority = uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
-        // Only host[:port] characters: the value is echoed into URLs we hand out.
-        .filter(|a| !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c)))
-        .unwrap_or_else(|| state.config.http_addr.to_string());
-    Origin { scheme, authority }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! seed columns keep their column names in JSON (`modality`, `telehealth_room_id`, `telehealth_link`), and so,
 //! for one naming rule, do the other fields. Errors are the contract's (`{"success":false,"error":{…}}`).
 
-use super::api::{ListenerScheme, origin};
+use super::caller::{ListenerScheme, origin};
 use super::console::Practitioner;
 use super::error::{ApiError, ErrorCode};
 use crate::app::AppState;

@@ -15,7 +15,7 @@
 //! which only a page of ours can read (from `GET /console/session`). A bearer key needs no CSRF token: a
 //! browser never attaches one on its own.
 
-use super::api::{ListenerScheme, require_key};
+use super::caller::{ListenerScheme, require_key};
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::auth::Caller;

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod appointments;
+pub mod caller;
 pub mod console;
 pub mod error;
 pub mod ws;
@@ -22,7 +23,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
-pub use api::ListenerScheme;
+pub use caller::ListenerScheme;
 pub use console::{Practitioner, Via};
 
 pub fn router(state: AppState) -> Router {

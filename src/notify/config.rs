@@ -297,6 +297,33 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Notif
     Ok(NotifyConfig { smtp, sms, practice_name, timezone })
 }
 
+/// How the outbox worker retries (`OUTBOX_*`, read in `Config::from_env`).
+#[derive(Debug, Clone)]
+pub struct OutboxConfig {
+    /// `OUTBOX_MAX_ATTEMPTS`: a message that failed this many times (retryably) is `failed`.
+    pub max_attempts: u32,
+    /// `OUTBOX_RETRY_BASE_MS`: the wait after the first failed attempt; it doubles with each further one…
+    pub retry_base: std::time::Duration,
+    /// `OUTBOX_RETRY_MAX_MS`: …up to this.
+    pub retry_max: std::time::Duration,
+    /// A claim older than this is abandoned (its process stopped mid-send): longer than any send may take.
+    pub claim_timeout: std::time::Duration,
+    /// How often the worker looks when it has not been woken.
+    pub poll: std::time::Duration,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 12,
+            retry_base: std::time::Duration::from_secs(5),
+            retry_max: std::time::Duration::from_secs(300),
+            claim_timeout: std::time::Duration::from_secs(60),
+            poll: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ pub mod email;
 pub mod sms;
 pub mod templates;
 
-pub use config::{NotifyConfig, SmsType, SmtpConfig, SmtpSecurity, SnsConfig};
+pub use config::{NotifyConfig, OutboxConfig, SmsType, SmtpConfig, SmtpSecurity, SnsConfig};
 pub use email::SmtpSender;
 pub use sms::SnsSender;
 pub use templates::{EmailContent, Notice, NoticeKind};

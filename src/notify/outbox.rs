@@ -13,38 +13,12 @@
 //! With no SMTP or SNS configured (an offline clinic), messages on that channel are not claimed at all: they
 //! wait, `pending`, and go out once the channel is configured.
 
-use super::{NotifyConfig, SendError, email::SmtpSender, sms::SnsSender, templates::EmailContent};
+use super::{NotifyConfig, OutboxConfig, SendError, email::SmtpSender, sms::SnsSender, templates::EmailContent};
 use crate::store::outbox::{self, Channel, OutboxMessage, OutboxState};
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Duration, Utc};
 use std::sync::Arc;
 use tokio::sync::Notify;
-
-#[derive(Debug, Clone)]
-pub struct OutboxConfig {
-    /// `OUTBOX_MAX_ATTEMPTS`: a message that failed this many times (retryably) is `failed`.
-    pub max_attempts: u32,
-    /// `OUTBOX_RETRY_BASE_MS`: the wait after the first failed attempt; it doubles with each further one…
-    pub retry_base: std::time::Duration,
-    /// `OUTBOX_RETRY_MAX_MS`: …up to this.
-    pub retry_max: std::time::Duration,
-    /// A claim older than this is abandoned (its process stopped mid-send): longer than any send may take.
-    pub claim_timeout: std::time::Duration,
-    /// How often the worker looks when it has not been woken.
-    pub poll: std::time::Duration,
-}
-
-impl Default for OutboxConfig {
-    fn default() -> Self {
-        Self {
-            max_attempts: 12,
-            retry_base: std::time::Duration::from_secs(5),
-            retry_max: std::time::Duration::from_secs(300),
-            claim_timeout: std::time::Duration::from_secs(60),
-            poll: std::time::Duration::from_secs(5),
-        }
-    }
-}
 
 /// The configured channels.
 #[derive(Clone, Default)]

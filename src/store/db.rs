@@ -212,10 +212,26 @@ impl<'a> Conn<'a> {
     /// Remembers whether a failure may have ended the transaction, then converts it.
     fn note<T>(&mut self, r: Result<T, sqlx::Error>) -> Result<T, StoreError> {
         r.map_err(|e| {
-            if self.dialect() == Dialect::Sqlite && !super::sqlite_writer::undoes_only_the_statement(&e) {
+            if self.dialect() == Dialect::Sqlite && !undoes_only_the_statement(&e) {
                 self.broken = true;
             }
             StoreError::from(e)
         })
     }
+}
+
+/// True for errors after which SQLite keeps the transaction and has undone only the failing statement:
+/// constraint violations (ABORT), a generic SQL error, a type mismatch, a value too big, a bad parameter.
+/// Anything else (I/O, disk full, out of memory, busy, a crashed worker …) is treated as fatal to the
+/// transaction, which is the safe guess.
+fn undoes_only_the_statement(e: &sqlx::Error) -> bool {
+    const ERROR: i32 = 1;
+    const TOOBIG: i32 = 18;
+    const CONSTRAINT: i32 = 19;
+    const MISMATCH: i32 = 20;
+    const RANGE: i32 = 25;
+    let sqlx::Error::Database(db) = e else { return false };
+    // sqlx reports SQLite's extended code; the primary code is its low byte.
+    let Some(code) = db.code().and_then(|c| c.parse::<i32>().ok()) else { return false };
+    matches!(code & 0xff, ERROR | TOOBIG | CONSTRAINT | MISMATCH | RANGE)
 }

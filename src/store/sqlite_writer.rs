@@ -119,22 +119,6 @@ async fn run(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Box<dyn Job>>)
     }
 }
 
-/// True for errors after which SQLite keeps the transaction and has undone only the failing statement:
-/// constraint violations (ABORT), a generic SQL error, a type mismatch, a value too big, a bad parameter.
-/// Anything else (I/O, disk full, out of memory, busy, a crashed worker …) is treated as fatal to the
-/// transaction, which is the safe guess.
-pub(super) fn undoes_only_the_statement(e: &sqlx::Error) -> bool {
-    const ERROR: i32 = 1;
-    const TOOBIG: i32 = 18;
-    const CONSTRAINT: i32 = 19;
-    const MISMATCH: i32 = 20;
-    const RANGE: i32 = 25;
-    let sqlx::Error::Database(db) = e else { return false };
-    // sqlx reports SQLite's extended code; the primary code is its low byte.
-    let Some(code) = db.code().and_then(|c| c.parse::<i32>().ok()) else { return false };
-    matches!(code & 0xff, ERROR | TOOBIG | CONSTRAINT | MISMATCH | RANGE)
-}
-
 /// Runs jobs from the front of `queue` in one transaction until the queue is empty or a job breaks the
 /// transaction, and answers every job it took. Jobs to be run again are put back at the front.
 async fn transaction(conn: &mut SqliteConnection, queue: &mut VecDeque<Box<dyn Job>>) {
