@@ -636,9 +636,7 @@ async fn schedule(store: &Store, a: &AppointmentRecord, messages: Vec<OutboxMess
             Box::pin(async move {
                 store::appointments::insert(c, a).await?;
                 store::audit::append(c, line).await?;
-                for m in messages {
-                    store::outbox::enqueue(c, m).await?;
-                }
+                store::outbox::enqueue_all(c, messages).await?;
                 Ok(())
             })
         })
@@ -696,6 +694,20 @@ async fn an_appointment_its_audit_line_and_its_messages_commit_together_or_not_a
             assert!(store.find_appointment(o.id).await.unwrap().is_some());
             assert_eq!(store.list_outbox(None, Some(o.id), 10).await.unwrap().len(), 1);
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn many_messages_are_queued_in_statements_of_a_few_rows_and_all_read_back() {
+    on_both(|store| async move {
+        let a = appointment(Modality::Telehealth);
+        // 19 rows: statements of 8, 8 and 3.
+        let msgs: Vec<_> = (0..19).map(|i| OutboxMessage { kind: format!("reminder-{i}"), ..message(a.id, Utc::now()) }).collect();
+        schedule(&store, &a, msgs.clone()).await.unwrap();
+        let mut stored = store.list_outbox(None, Some(a.id), 100).await.unwrap();
+        stored.sort_by_key(|m| m.kind.trim_start_matches("reminder-").parse::<u32>().unwrap());
+        assert_eq!(stored, msgs, "every column of every row round-trips");
     })
     .await;
 }

@@ -115,9 +115,7 @@ impl AppointmentService {
                 Box::pin(async move {
                     appointments::insert(c, rec).await?;
                     audit::append(c, line).await?;
-                    for m in messages {
-                        outbox::enqueue(c, m).await?;
-                    }
+                    outbox::enqueue_all(c, messages).await?;
                     Ok(())
                 })
             })
@@ -203,9 +201,7 @@ impl AppointmentService {
                     }
                     outbox::withdraw_pending(c, rec.id, rec.updated_at).await?;
                     audit::append(c, line).await?;
-                    for m in messages {
-                        outbox::enqueue(c, m).await?;
-                    }
+                    outbox::enqueue_all(c, messages).await?;
                     Ok(true)
                 })
             })
@@ -249,9 +245,7 @@ impl AppointmentService {
                     }
                     outbox::withdraw_pending(c, rec.id, rec.updated_at).await?;
                     audit::append(c, line).await?;
-                    for m in messages {
-                        outbox::enqueue(c, m).await?;
-                    }
+                    outbox::enqueue_all(c, messages).await?;
                     Ok(true)
                 })
             })

@@ -124,31 +124,59 @@ impl OutboxMessage {
     }
 }
 
-pub async fn enqueue(c: &mut Conn<'_>, m: &OutboxMessage) -> Result<(), StoreError> {
-    c.execute(
-        stmt("INSERT INTO outbox (id, appointment_id, kind, channel, recipient, subject, body, state, visit_starts_at, \
-              not_before, next_attempt_at, attempts, last_error, claimed_by, handed_over_at, sent_at, created_at, updated_at) \
-              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)")
-        .bind(m.id.as_uuid())
-        .bind(m.appointment_id.map(|a| a.as_uuid()))
-        .bind(&m.kind)
-        .bind(m.channel.as_str())
-        .bind(&m.recipient)
-        .bind(m.subject.as_ref())
-        .bind(&m.body)
-        .bind(m.state.as_str())
-        .bind(m.visit_starts_at)
-        .bind(m.not_before)
-        .bind(m.next_attempt_at)
-        .bind(m.attempts)
-        .bind(m.last_error.as_ref())
-        .bind(m.claimed_by.as_ref())
-        .bind(m.handed_over_at)
-        .bind(m.sent_at)
-        .bind(m.created_at)
-        .bind(m.updated_at),
-    )
-    .await?;
+const COLUMNS: &str = "id, appointment_id, kind, channel, recipient, subject, body, state, visit_starts_at, not_before, \
+    next_attempt_at, attempts, last_error, claimed_by, handed_over_at, sent_at, created_at, updated_at";
+const PER_ROW: usize = 18;
+/// Rows per INSERT at most: an appointment's messages (two channels, a notice and a few reminders) fit in one.
+const MAX_ROWS: usize = 8;
+
+/// `INSERT INTO outbox (…) VALUES (…), (…)` for `rows` rows, built once per size: one statement for all of a
+/// change's messages instead of one each (each statement is a round trip to SQLite's thread).
+fn insert_sql(rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (1..=MAX_ROWS)
+            .map(|n| {
+                let values: Vec<String> = (0..n)
+                    .map(|r| {
+                        let params: Vec<String> = (1..=PER_ROW).map(|c| format!("${}", r * PER_ROW + c)).collect();
+                        format!("({})", params.join(", "))
+                    })
+                    .collect();
+                format!("INSERT INTO outbox ({COLUMNS}) VALUES {}", values.join(", "))
+            })
+            .collect()
+    });
+    &all[rows - 1]
+}
+
+/// Queues messages, up to `MAX_ROWS` per statement.
+pub async fn enqueue_all(c: &mut Conn<'_>, messages: &[OutboxMessage]) -> Result<(), StoreError> {
+    for chunk in messages.chunks(MAX_ROWS) {
+        let mut q = stmt(insert_sql(chunk.len()));
+        for m in chunk {
+            q = q
+                .bind(m.id.as_uuid())
+                .bind(m.appointment_id.map(|a| a.as_uuid()))
+                .bind(&m.kind)
+                .bind(m.channel.as_str())
+                .bind(&m.recipient)
+                .bind(m.subject.as_ref())
+                .bind(&m.body)
+                .bind(m.state.as_str())
+                .bind(m.visit_starts_at)
+                .bind(m.not_before)
+                .bind(m.next_attempt_at)
+                .bind(m.attempts)
+                .bind(m.last_error.as_ref())
+                .bind(m.claimed_by.as_ref())
+                .bind(m.handed_over_at)
+                .bind(m.sent_at)
+                .bind(m.created_at)
+                .bind(m.updated_at);
+        }
+        c.execute(q).await?;
+    }
     Ok(())
 }
 
