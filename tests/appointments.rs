@@ -244,3 +244,33 @@ async fn only_failed_or_unknown_messages_can_be_retried() {
     assert_eq!((status, error_code(&res)), (StatusCode::CONFLICT, "Conflict"), "{res}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_create_retried_with_its_idempotency_key_returns_the_first_appointment_and_makes_nothing_new() {
+    let s = TestServer::start().await;
+    let body = visit("telehealth", 3 * 24 * 60);
+    let post = |key: &'static str| {
+        s.client.post(s.url("/api/appointments")).bearer_auth(&s.key).header("Idempotency-Key", key).json(&body).send()
+    };
+    let first = post("ehr-retry-0001").await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+    // A retry, and two more racing each other: all get the first appointment, with 200.
+    let (a, b, c) = futures::join!(post("ehr-retry-0001"), post("ehr-retry-0001"), post("ehr-retry-0001"));
+    for res in [a, b, c] {
+        let res = res.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let again: Value = res.json().await.unwrap();
+        assert_eq!(again["appointment"], first["appointment"]);
+    }
+    let (_, all) = call(&s, reqwest::Method::GET, &format!("/api/appointments?to={}", urlencoding(&(Utc::now() + Duration::days(5)).to_rfc3339())), None).await;
+    assert_eq!(all["appointments"].as_array().unwrap().len(), 1, "one appointment");
+    let msgs = messages(&s, first["appointment"]["id"].as_str().unwrap()).await;
+    assert_eq!(count(&msgs, "confirmation", "pending"), 2, "one confirmation per channel, not one per request");
+    // Another key is another appointment; a malformed key is refused.
+    let other = post("ehr-retry-0002").await.unwrap();
+    assert_eq!(other.status(), StatusCode::CREATED);
+    let bad = s.client.post(s.url("/api/appointments")).bearer_auth(&s.key).header("Idempotency-Key", "x".repeat(300)).json(&body).send().await.unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    s.stop().await;
+}

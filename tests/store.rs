@@ -599,6 +599,7 @@ fn appointment(modality: Modality) -> AppointmentRecord {
         telehealth_room_id: None,
         telehealth_link: None,
         status: AppointmentStatus::Scheduled,
+        idempotency_key: None,
         created_at: now,
         updated_at: now,
     }

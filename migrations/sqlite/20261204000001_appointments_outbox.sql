@@ -14,10 +14,13 @@ CREATE TABLE appointments (
     telehealth_room_id VARCHAR(255),
     telehealth_link    TEXT,
     status             TEXT NOT NULL CHECK (status IN ('scheduled', 'cancelled')),
+    -- The client's `Idempotency-Key` of the request that made it: a retried create finds this row.
+    idempotency_key    TEXT,
     created_at         TEXT NOT NULL,
     updated_at         TEXT NOT NULL
 );
 CREATE INDEX appointments_by_start ON appointments (start_time);
+CREATE UNIQUE INDEX appointments_idempotency ON appointments (idempotency_key) WHERE idempotency_key IS NOT NULL;
 
 -- Every message an appointment causes, written in the transaction of the change that causes it, then sent by
 -- the outbox worker. `state`: pending (waiting for `next_attempt_at`), sending (claimed by a worker; the

@@ -46,6 +46,16 @@ pub struct NewAppointment {
     pub start_time: DateTime<Utc>,
     pub duration_minutes: i64,
     pub modality: Modality,
+    /// The request's `Idempotency-Key`: a create retried with the same key returns the first one's appointment.
+    pub idempotency_key: Option<String>,
+}
+
+/// What `create` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    New,
+    /// An earlier request with the same `Idempotency-Key` made it; nothing was made now.
+    Replayed,
 }
 
 /// A partial change: only the fields given change.
@@ -86,7 +96,17 @@ impl AppointmentService {
         Ok(self.store.list_appointments(from, to, status, 1000).await?)
     }
 
-    pub async fn create(&self, new: NewAppointment, by: &AuditActor, origin: &Origin) -> Result<AppointmentRecord, AppointmentError> {
+    pub async fn create(
+        &self,
+        new: NewAppointment,
+        by: &AuditActor,
+        origin: &Origin,
+    ) -> Result<(AppointmentRecord, Created), AppointmentError> {
+        if let Some(key) = &new.idempotency_key
+            && let Some(earlier) = self.store.find_appointment_by_idempotency_key(key).await?
+        {
+            return Ok((earlier, Created::Replayed));
+        }
         let now = now();
         let mut rec = AppointmentRecord {
             id: AppointmentId::new(),
@@ -101,6 +121,7 @@ impl AppointmentService {
             telehealth_room_id: None,
             telehealth_link: None,
             status: AppointmentStatus::Scheduled,
+            idempotency_key: new.idempotency_key.clone(),
             created_at: now,
             updated_at: now,
         };
@@ -123,10 +144,16 @@ impl AppointmentService {
         if let Err(e) = written {
             // Not stored: do not leave its meeting running.
             self.detach_meeting(rec.telehealth_room_id, by).await;
+            // The same key raced in from another request, which won: its appointment is the answer.
+            if let (StoreError::Conflict(_), Some(key)) = (&e, &new.idempotency_key)
+                && let Some(earlier) = self.store.find_appointment_by_idempotency_key(key).await?
+            {
+                return Ok((earlier, Created::Replayed));
+            }
             return Err(e.into());
         }
         tracing::info!(appointment_id = %rec.id, modality = rec.modality.as_str(), "appointment created");
-        Ok(rec)
+        Ok((rec, Created::New))
     }
 
     pub async fn update(

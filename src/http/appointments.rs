@@ -6,7 +6,7 @@ use super::caller::{ListenerScheme, origin};
 use super::console::Practitioner;
 use super::error::{ApiError, ErrorCode};
 use crate::app::AppState;
-use crate::appointments::{AppointmentError, AppointmentPatch, NewAppointment};
+use crate::appointments::{AppointmentError, AppointmentPatch, Created, NewAppointment};
 use crate::ids::{AppointmentId, OutboxId};
 use crate::store::appointments::{AppointmentRecord, AppointmentStatus, Modality};
 use crate::store::outbox::{OutboxMessage, OutboxState};
@@ -87,6 +87,13 @@ fn time(field: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("{field} must be an RFC 3339 time with its offset, like 2026-12-24T15:30:00-05:00")))
 }
 
+/// The optional `Idempotency-Key` header: 1–255 visible ASCII characters (a UUID, typically).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = v.to_str().ok().map(str::trim).filter(|k| (1..=255).contains(&k.len()) && k.chars().all(|c| c.is_ascii_graphic()));
+    key.map(|k| Some(k.to_owned())).ok_or_else(|| ApiError::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters"))
+}
+
 fn modality(s: &str) -> Result<Modality, ApiError> {
     Modality::parse(s).ok_or_else(|| ApiError::bad_request("modality must be 'in-person' or 'telehealth'"))
 }
@@ -155,6 +162,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let caller = who.actor();
     let b = body(b)?;
+    let idempotency_key = idempotency_key(&headers)?;
     let new = NewAppointment {
         client_name: b.client_name,
         client_email: b.client_email,
@@ -163,11 +171,14 @@ pub async fn create(
         start_time: time("start_time", &b.start_time)?,
         duration_minutes: b.duration_minutes,
         modality: modality(&b.modality)?,
+        idempotency_key,
     };
     let origin = origin(&state, scheme.map(|e| e.0).unwrap_or(ListenerScheme::Http), &headers, &uri);
-    let rec = state.appointments.create(new, &caller, &origin).await?;
+    let (rec, created) = state.appointments.create(new, &caller, &origin).await?;
     state.outbox_wake.notify_one();
-    Ok((StatusCode::CREATED, ok(json!({"appointment": appointment_json(&rec)}))).into_response())
+    // A replay answers what the first request got, with 200: nothing was created now.
+    let status = if created == Created::New { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, ok(json!({"appointment": appointment_json(&rec)}))).into_response())
 }
 
 pub async fn list(

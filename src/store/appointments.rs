@@ -69,6 +69,8 @@ pub struct AppointmentRecord {
     /// `APP_URL` + the join link (with its invite).
     pub telehealth_link: Option<String>,
     pub status: AppointmentStatus,
+    /// The `Idempotency-Key` of the request that created it, if the caller sent one.
+    pub idempotency_key: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -98,6 +100,7 @@ impl AppointmentRecord {
                 .transpose()?,
             telehealth_link: row.get("telehealth_link")?,
             status: AppointmentStatus::parse(&status).ok_or_else(|| StoreError::corrupt(format!("status {status:?}")))?,
+            idempotency_key: row.get("idempotency_key")?,
             created_at: row.get("created_at")?,
             updated_at: row.get("updated_at")?,
         })
@@ -107,8 +110,8 @@ impl AppointmentRecord {
 pub async fn insert(c: &mut Conn<'_>, a: &AppointmentRecord) -> Result<(), StoreError> {
     c.execute(
         stmt("INSERT INTO appointments (id, client_name, client_email, client_phone, practitioner, start_time, \
-              duration_minutes, modality, telehealth_room_id, telehealth_link, status, created_at, updated_at) \
-              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
+              duration_minutes, modality, telehealth_room_id, telehealth_link, status, created_at, updated_at, idempotency_key) \
+              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")
         .bind(a.id.as_uuid())
         .bind(&a.client_name)
         .bind(a.client_email.as_ref())
@@ -121,10 +124,17 @@ pub async fn insert(c: &mut Conn<'_>, a: &AppointmentRecord) -> Result<(), Store
         .bind(a.telehealth_link.as_ref())
         .bind(a.status.as_str())
         .bind(a.created_at)
-        .bind(a.updated_at),
+        .bind(a.updated_at)
+        .bind(a.idempotency_key.as_ref()),
     )
     .await?;
     Ok(())
+}
+
+/// The appointment a request with this `Idempotency-Key` created, if any.
+pub async fn find_by_idempotency_key(c: &mut Conn<'_>, key: &str) -> Result<Option<AppointmentRecord>, StoreError> {
+    let row = c.fetch_optional(stmt("SELECT * FROM appointments WHERE idempotency_key = $1").bind(key)).await?;
+    row.as_ref().map(AppointmentRecord::from_row).transpose()
 }
 
 /// Writes every field but the id and creation time, if the row still has `expected_updated_at` (so a
@@ -179,6 +189,10 @@ pub async fn list(
 }
 
 impl Store {
+    pub async fn find_appointment_by_idempotency_key(&self, key: &str) -> Result<Option<AppointmentRecord>, StoreError> {
+        find_by_idempotency_key(&mut self.reader(), key).await
+    }
+
     pub async fn find_appointment(&self, id: AppointmentId) -> Result<Option<AppointmentRecord>, StoreError> {
         find(&mut self.reader(), id).await
     }

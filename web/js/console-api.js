@@ -34,8 +34,9 @@ function fallbackMessage(status) {
  * One JSON request. Resolves to the success body; rejects with ConsoleApiError. `quiet401` keeps a 401 from
  * triggering the sign-in screen (the sign-in and session calls handle it themselves).
  */
-export async function request(method, path, body, { quiet401 = false } = {}) {
+export async function request(method, path, body, { quiet401 = false, idempotencyKey = null } = {}) {
   const headers = { Accept: JSON_TYPE };
+  if (idempotencyKey) headers['Idempotency-Key'] = idempotencyKey;
   const mutating = method !== 'GET' && method !== 'HEAD';
   if (mutating) {
     headers['Content-Type'] = JSON_TYPE;
@@ -113,8 +114,9 @@ export async function listAppointments({ from, to, status }) {
   return (await request('GET', `/api/appointments${qs({ from, to, status })}`)).appointments ?? [];
 }
 
-export async function createAppointment(fields) {
-  return (await request('POST', '/api/appointments', fields)).appointment;
+/** `idempotencyKey`: one per opened form, so saving again after a lost answer cannot book the visit twice. */
+export async function createAppointment(fields, idempotencyKey) {
+  return (await request('POST', '/api/appointments', fields, { idempotencyKey })).appointment;
 }
 
 export async function updateAppointment(id, changes) {

@@ -403,6 +403,8 @@ el.includeCancelled.addEventListener('change', loadAppointments);
 
 function openForm(appointment, invoker) {
   page.editing = appointment;
+  // randomUUID needs a secure context (HTTPS or localhost, which is how the console is served); never fail over it.
+  page.formKey = crypto.randomUUID?.() ?? `${Date.now()}-${Math.random().toString(36).slice(2)}`;
   page.returnFocus = invoker || el.newAppointment;
   el.form.reset();
   notice(el.formError, '');
@@ -547,7 +549,7 @@ el.form.addEventListener('submit', async (event) => {
   el.formSave.disabled = true;
   notice(el.formError, '');
   try {
-    const saved = editing ? await api.updateAppointment(editing.id, body) : await api.createAppointment(body);
+    const saved = editing ? await api.updateAppointment(editing.id, body) : await api.createAppointment(body, page.formKey);
     rememberPractitioner(fields.practitioner);
     closeForm();
     const at = saved?.start_time ? ` for ${ct.formatDateTime(saved.start_time, tz())}` : '';
