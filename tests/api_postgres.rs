@@ -12,17 +12,27 @@ fn pg_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-#[tokio::test]
-async fn the_api_works_on_postgresql_and_a_restart_keeps_the_meeting() {
+/// An admin pool, a fresh schema, and a DATABASE_URL whose connections use it. None (skip) when PostgreSQL is
+/// unreachable outside CI; a panic in CI.
+async fn fresh_schema() -> Option<(PgPool, String, String)> {
     let admin = match PgPool::connect(&pg_url()).await {
         Ok(pool) => pool,
         Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("PostgreSQL is unreachable in CI: {e}"),
-        Err(e) => return eprintln!("skipping: PostgreSQL is unreachable: {e}"),
+        Err(e) => {
+            eprintln!("skipping: PostgreSQL is unreachable: {e}");
+            return None;
+        }
     };
     let schema = format!("api_test_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
     let sep = if pg_url().contains('?') { '&' } else { '?' };
     let url = format!("{}{sep}options=-c%20search_path%3D{schema}", pg_url());
+    Some((admin, schema, url))
+}
+
+#[tokio::test]
+async fn the_api_works_on_postgresql_and_a_restart_keeps_the_meeting() {
+    let Some((admin, schema, url)) = fresh_schema().await else { return };
 
     let s = TestServer::start_with(|c| c.database_url = url.clone()).await;
     let created = s.create_meeting().await;
@@ -51,15 +61,7 @@ async fn the_api_works_on_postgresql_and_a_restart_keeps_the_meeting() {
 
 #[tokio::test]
 async fn appointments_and_their_outbox_work_on_postgresql_and_survive_a_restart() {
-    let admin = match PgPool::connect(&pg_url()).await {
-        Ok(pool) => pool,
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("PostgreSQL is unreachable in CI: {e}"),
-        Err(e) => return eprintln!("skipping: PostgreSQL is unreachable: {e}"),
-    };
-    let schema = format!("api_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
-    let sep = if pg_url().contains('?') { '&' } else { '?' };
-    let url = format!("{}{sep}options=-c%20search_path%3D{schema}", pg_url());
+    let Some((admin, schema, url)) = fresh_schema().await else { return };
 
     let s = TestServer::start_with(|c| c.database_url = url.clone()).await;
     let body = json!({

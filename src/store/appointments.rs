@@ -1,7 +1,7 @@
 //! The clinic's appointments, with the seed's columns (`modality`, `telehealth_room_id`, `telehealth_link`).
 //! Records and statements only; the rules (validation, meetings, notifications) live in `appointments/`.
 
-use super::db::{Conn, Row, stmt};
+use super::db::{Conn, Row, Stmt, stmt};
 use super::{Store, StoreError};
 use crate::ids::{AppointmentId, MeetingId};
 use chrono::{DateTime, Utc};
@@ -107,12 +107,11 @@ impl AppointmentRecord {
     }
 }
 
-pub async fn insert(c: &mut Conn<'_>, a: &AppointmentRecord) -> Result<(), StoreError> {
-    c.execute(
-        stmt("INSERT INTO appointments (id, client_name, client_email, client_phone, practitioner, start_time, \
-              duration_minutes, modality, telehealth_room_id, telehealth_link, status, created_at, updated_at, idempotency_key) \
-              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")
-        .bind(a.id.as_uuid())
+/// Binds the columns insert and update both write, as `$1`…`$11` in this order: id, client_name,
+/// client_email, client_phone, practitioner, start_time, duration_minutes, modality, telehealth_room_id,
+/// telehealth_link, status. One list, so a column added later cannot be written by one and forgotten by the other.
+fn bind_fields(q: Stmt, a: &AppointmentRecord) -> Stmt {
+    q.bind(a.id.as_uuid())
         .bind(&a.client_name)
         .bind(a.client_email.as_ref())
         .bind(a.client_phone.as_ref())
@@ -120,14 +119,19 @@ pub async fn insert(c: &mut Conn<'_>, a: &AppointmentRecord) -> Result<(), Store
         .bind(a.start_time)
         .bind(a.duration_minutes)
         .bind(a.modality.as_str())
+        // The seed's VARCHAR(255): a GUID as text in both dialects.
         .bind(a.telehealth_room_id.map(|m| m.to_string()))
         .bind(a.telehealth_link.as_ref())
         .bind(a.status.as_str())
-        .bind(a.created_at)
-        .bind(a.updated_at)
-        .bind(a.idempotency_key.as_ref()),
-    )
-    .await?;
+}
+
+pub async fn insert(c: &mut Conn<'_>, a: &AppointmentRecord) -> Result<(), StoreError> {
+    let q = stmt(
+        "INSERT INTO appointments (id, client_name, client_email, client_phone, practitioner, start_time, \
+         duration_minutes, modality, telehealth_room_id, telehealth_link, status, created_at, updated_at, idempotency_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    );
+    c.execute(bind_fields(q, a).bind(a.created_at).bind(a.updated_at).bind(a.idempotency_key.as_ref())).await?;
     Ok(())
 }
 
@@ -137,31 +141,17 @@ pub async fn find_by_idempotency_key(c: &mut Conn<'_>, key: &str) -> Result<Opti
     row.as_ref().map(AppointmentRecord::from_row).transpose()
 }
 
-/// Writes every field but the id and creation time, if the row still has `expected_updated_at` (so a
-/// concurrent change is not silently overwritten). False if it changed meanwhile or does not exist.
+/// Writes every field but the id, the creation time and the idempotency key, if the row still has
+/// `expected_updated_at` (so a concurrent change is not silently overwritten). False if it changed meanwhile or
+/// does not exist.
 pub async fn update(c: &mut Conn<'_>, a: &AppointmentRecord, expected_updated_at: DateTime<Utc>) -> Result<bool, StoreError> {
-    let rows = c
-        .execute(
-            stmt("UPDATE appointments SET client_name = $2, client_email = $3, client_phone = $4, practitioner = $5, \
-                  start_time = $6, duration_minutes = $7, modality = $8, telehealth_room_id = $9, telehealth_link = $10, \
-                  status = $11, updated_at = $12 \
-                  WHERE id = $1 AND updated_at = $13")
-            .bind(a.id.as_uuid())
-            .bind(&a.client_name)
-            .bind(a.client_email.as_ref())
-            .bind(a.client_phone.as_ref())
-            .bind(&a.practitioner)
-            .bind(a.start_time)
-            .bind(a.duration_minutes)
-            .bind(a.modality.as_str())
-            .bind(a.telehealth_room_id.map(|m| m.to_string()))
-            .bind(a.telehealth_link.as_ref())
-            .bind(a.status.as_str())
-            .bind(a.updated_at)
-            .bind(expected_updated_at),
-        )
-        .await?;
-    Ok(rows == 1)
+    let q = stmt(
+        "UPDATE appointments SET client_name = $2, client_email = $3, client_phone = $4, practitioner = $5, \
+         start_time = $6, duration_minutes = $7, modality = $8, telehealth_room_id = $9, telehealth_link = $10, \
+         status = $11, updated_at = $12 \
+         WHERE id = $1 AND updated_at = $13",
+    );
+    Ok(c.execute(bind_fields(q, a).bind(a.updated_at).bind(expected_updated_at)).await? == 1)
 }
 
 pub async fn find(c: &mut Conn<'_>, id: AppointmentId) -> Result<Option<AppointmentRecord>, StoreError> {
