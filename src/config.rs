@@ -321,6 +321,7 @@ impl Config {
             stun_urls: var("RTC_STUN_URLS")
                 .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
                 .unwrap_or_default(),
+            memnet: None,
         };
         let console_session_hours = positive("CONSOLE_SESSION_HOURS", 12u64)?;
         if console_session_hours > MAX_CONSOLE_SESSION_HOURS {

@@ -5,6 +5,8 @@
 //! just started sending ignores a request that comes right after its own first keyframe), and without a
 //! keyframe the viewer shows nothing until its decoder asks again, a second or more later.
 
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters};
+
 /// Tells whether one RTP packet's payload starts a keyframe.
 pub type KeyframeParser = fn(&[u8]) -> bool;
 
@@ -21,6 +23,17 @@ pub fn keyframe_parser(mime_type: &str) -> Option<KeyframeParser> {
 }
 
 /// Whether `payload` (one RTP packet's payload) starts a keyframe; None if the codec is not parsed here.
+/// The payload type the subscriber's leg negotiated for the publisher's codec.
+pub fn negotiated_payload_type(codecs: &[RTCRtpCodecParameters], codec: &RTCRtpCodec) -> Option<u8> {
+    let same_mime = |c: &&RTCRtpCodecParameters| c.rtp_codec.mime_type.eq_ignore_ascii_case(&codec.mime_type);
+    codecs
+        .iter()
+        .filter(same_mime)
+        .find(|c| c.rtp_codec.sdp_fmtp_line == codec.sdp_fmtp_line)
+        .or_else(|| codecs.iter().find(same_mime))
+        .map(|c| c.payload_type)
+}
+
 #[cfg(test)]
 fn is_keyframe(mime_type: &str, payload: &[u8]) -> Option<bool> {
     keyframe_parser(mime_type).map(|starts| starts(payload))
@@ -80,6 +93,13 @@ fn h264_keyframe(p: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    fn codec(mime: &str, fmtp: &str, pt: u8) -> RTCRtpCodecParameters {
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec { mime_type: mime.into(), clock_rate: 90000, sdp_fmtp_line: fmtp.into(), ..Default::default() },
+            payload_type: pt,
+        }
+    }
+
     #[test]
     fn vp8() {
         // Minimal descriptor (S=1, PID=0), then a keyframe tag (P bit 0) / an interframe tag (P bit 1).
@@ -115,4 +135,16 @@ mod tests {
         assert_eq!(is_keyframe("video/VP9", &[0x00]), None);
         assert_eq!(is_keyframe("audio/opus", &[0x00]), None);
     }
+
+    #[test]
+    fn payload_type_follows_the_subscriber_leg_and_prefers_the_same_fmtp() {
+        let leg = [codec("video/VP8", "", 96), codec("video/H264", "packetization-mode=0", 127), codec("video/H264", "packetization-mode=1", 102)];
+        let h264 = codec("video/h264", "packetization-mode=1", 109).rtp_codec;
+        assert_eq!(negotiated_payload_type(&leg, &h264), Some(102));
+        let vp8 = codec("video/VP8", "", 120).rtp_codec;
+        assert_eq!(negotiated_payload_type(&leg, &vp8), Some(96));
+        let av1 = codec("video/AV1", "", 45).rtp_codec;
+        assert_eq!(negotiated_payload_type(&leg, &av1), None);
+    }
+
 }

@@ -1,4 +1,6 @@
+use super::memnet::MemNet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Network settings for the media engine.
 #[derive(Debug, Clone, Default)]
@@ -13,4 +15,6 @@ pub struct SfuConfig {
     /// `RTC_STUN_URLS`: STUN servers for server-reflexive candidates. Empty by default: an offline clinic
     /// must never try to reach a public STUN server.
     pub stun_urls: Vec<String>,
+    /// Media over an in-memory network instead of UDP sockets (the forwarding benchmark). Never set by `Config`.
+    pub memnet: Option<Arc<MemNet>>,
 }

@@ -121,6 +121,55 @@ impl Default for KeyframeThrottle {
     }
 }
 
+/// How often a subscriber still waiting for its first keyframe asks again (the publisher-side throttle for
+/// resyncs is 200 ms, so this is what actually paces it).
+const KEYFRAME_RETRY: Duration = Duration::from_millis(300);
+
+/// A subscriber waiting for a keyframe: asks as soon as packets flow, and again every `KEYFRAME_RETRY` until a
+/// keyframe has been forwarded to it. For codecs whose keyframes we cannot recognise it asks once.
+pub struct KeyframeWait {
+    waiting: bool,
+    last_request: Option<Instant>,
+}
+
+impl KeyframeWait {
+    pub fn new(is_video: bool) -> Self {
+        Self { waiting: is_video, last_request: None }
+    }
+
+    pub fn waiting(&self) -> bool {
+        self.waiting
+    }
+
+    /// The subscriber was started on a keyframe (the cached group of pictures): nothing to ask for.
+    pub fn started_on_keyframe(&mut self) {
+        self.waiting = false;
+    }
+
+    /// After a packet was forwarded (`keyframe`: whether it started a keyframe, None if unknown). True when a
+    /// keyframe should be requested now.
+    pub fn after_write(&mut self, keyframe: Option<bool>, now: Instant) -> bool {
+        if !self.waiting {
+            return false;
+        }
+        match keyframe {
+            Some(true) => {
+                self.waiting = false;
+                false
+            }
+            None if self.last_request.is_some() => {
+                self.waiting = false;
+                false
+            }
+            _ if self.last_request.is_none_or(|at| now.duration_since(at) >= KEYFRAME_RETRY) => {
+                self.last_request = Some(now);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +198,29 @@ mod tests {
         assert!(t.allow(KeyframeReason::ViewerRequest, t0));
         assert!(!t.allow(KeyframeReason::Resync, t0 + Duration::from_millis(100)));
         assert!(t.allow(KeyframeReason::Resync, t0 + Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn a_new_subscriber_asks_until_a_keyframe_arrives() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut wait = KeyframeWait::new(true);
+        assert!(wait.after_write(Some(false), at(0)), "asks with the first delta frame");
+        assert!(!wait.after_write(Some(false), at(100)), "not again within the retry interval");
+        assert!(wait.after_write(Some(false), at(300)), "again after it");
+        assert!(!wait.after_write(Some(true), at(700)), "a keyframe ends the wait");
+        assert!(!wait.waiting() && !wait.after_write(Some(false), at(2000)));
+    }
+
+    #[test]
+    fn a_keyframe_first_needs_no_request_and_unknown_codecs_ask_once() {
+        let t0 = Instant::now();
+        let mut wait = KeyframeWait::new(true);
+        assert!(!wait.after_write(Some(true), t0));
+        let mut vp9 = KeyframeWait::new(true);
+        assert!(vp9.after_write(None, t0));
+        assert!(!vp9.after_write(None, t0 + Duration::from_secs(1)) && !vp9.waiting());
+        let mut audio = KeyframeWait::new(false);
+        assert!(!audio.after_write(None, t0));
     }
 }

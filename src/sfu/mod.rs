@@ -11,6 +11,8 @@ mod codec;
 mod config;
 mod gop;
 pub mod keyframe;
+pub mod memnet;
+mod memnet_runtime;
 mod peer;
 mod ports;
 pub mod stats;
@@ -111,7 +113,11 @@ impl Sfu {
             stats: Arc::clone(&self.stats),
             track_seq: AtomicU32::new(0),
         });
-        let pc = PeerConnectionBuilder::new()
+        let mut builder = PeerConnectionBuilder::<std::net::SocketAddr>::new();
+        if let Some(net) = &self.config.memnet {
+            builder = builder.with_runtime(memnet_runtime::MemRuntime::new(Arc::clone(net)));
+        }
+        let pc = builder
             .with_configuration(rtc_config)
             .with_media_engine(media_engine)
             .with_setting_engine(settings.build())

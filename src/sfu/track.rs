@@ -9,7 +9,8 @@
 
 use super::codec;
 use super::gop::GopCache;
-use super::keyframe::{KeyframeReason, KeyframeThrottle, is_keyframe_request};
+use super::codec::negotiated_payload_type;
+use super::keyframe::{KeyframeReason, KeyframeThrottle, KeyframeWait, is_keyframe_request};
 use super::stats::SfuStats;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -189,17 +190,6 @@ impl Drop for Subscription {
     }
 }
 
-/// The payload type the subscriber's leg negotiated for the publisher's codec.
-fn negotiated_payload_type(codecs: &[RTCRtpCodecParameters], codec: &RTCRtpCodec) -> Option<u8> {
-    let same_mime = |c: &&RTCRtpCodecParameters| c.rtp_codec.mime_type.eq_ignore_ascii_case(&codec.mime_type);
-    codecs
-        .iter()
-        .filter(same_mime)
-        .find(|c| c.rtp_codec.sdp_fmtp_line == codec.sdp_fmtp_line)
-        .or_else(|| codecs.iter().find(same_mime))
-        .map(|c| c.payload_type)
-}
-
 /// When a subscription's track is known to the subscriber: once the answer to offer `needs` (or a later one)
 /// has been applied (see `Peer::answered`).
 pub(crate) struct Negotiated {
@@ -305,55 +295,6 @@ async fn send(published: &PublishedTrack, local: &TrackLocalStaticRTP, mut packe
     true
 }
 
-/// How often a subscriber still waiting for its first keyframe asks again (the publisher-side throttle for
-/// resyncs is 200 ms, so this is what actually paces it).
-const KEYFRAME_RETRY: Duration = Duration::from_millis(300);
-
-/// A subscriber waiting for a keyframe: asks as soon as packets flow, and again every `KEYFRAME_RETRY` until a
-/// keyframe has been forwarded to it. For codecs whose keyframes we cannot recognise it asks once.
-struct KeyframeWait {
-    waiting: bool,
-    last_request: Option<Instant>,
-}
-
-impl KeyframeWait {
-    fn new(is_video: bool) -> Self {
-        Self { waiting: is_video, last_request: None }
-    }
-
-    fn waiting(&self) -> bool {
-        self.waiting
-    }
-
-    /// The subscriber was started on a keyframe (the cached group of pictures): nothing to ask for.
-    fn started_on_keyframe(&mut self) {
-        self.waiting = false;
-    }
-
-    /// After a packet was forwarded (`keyframe`: whether it started a keyframe, None if unknown). True when a
-    /// keyframe should be requested now.
-    fn after_write(&mut self, keyframe: Option<bool>, now: Instant) -> bool {
-        if !self.waiting {
-            return false;
-        }
-        match keyframe {
-            Some(true) => {
-                self.waiting = false;
-                false
-            }
-            None if self.last_request.is_some() => {
-                self.waiting = false;
-                false
-            }
-            _ if self.last_request.is_none_or(|at| now.duration_since(at) >= KEYFRAME_RETRY) => {
-                self.last_request = Some(now);
-                true
-            }
-            _ => false,
-        }
-    }
-}
-
 /// Relays the subscriber's PLI/FIR to the publisher (throttled there).
 async fn relay_feedback(published: Arc<PublishedTrack>, local: Arc<TrackLocalStaticRTP>) {
     loop {
@@ -392,51 +333,4 @@ pub fn rtp_track(stream_id: String, track_id: String, kind: RtpCodecKind, codec:
             ..Default::default()
         }],
     )))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn codec(mime: &str, fmtp: &str, pt: u8) -> RTCRtpCodecParameters {
-        RTCRtpCodecParameters {
-            rtp_codec: RTCRtpCodec { mime_type: mime.into(), clock_rate: 90000, sdp_fmtp_line: fmtp.into(), ..Default::default() },
-            payload_type: pt,
-        }
-    }
-
-    #[test]
-    fn payload_type_follows_the_subscriber_leg_and_prefers_the_same_fmtp() {
-        let leg = [codec("video/VP8", "", 96), codec("video/H264", "packetization-mode=0", 127), codec("video/H264", "packetization-mode=1", 102)];
-        let h264 = codec("video/h264", "packetization-mode=1", 109).rtp_codec;
-        assert_eq!(negotiated_payload_type(&leg, &h264), Some(102));
-        let vp8 = codec("video/VP8", "", 120).rtp_codec;
-        assert_eq!(negotiated_payload_type(&leg, &vp8), Some(96));
-        let av1 = codec("video/AV1", "", 45).rtp_codec;
-        assert_eq!(negotiated_payload_type(&leg, &av1), None);
-    }
-
-    #[test]
-    fn a_new_subscriber_asks_until_a_keyframe_arrives() {
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let mut wait = KeyframeWait::new(true);
-        assert!(wait.after_write(Some(false), at(0)), "asks with the first delta frame");
-        assert!(!wait.after_write(Some(false), at(100)), "not again within the retry interval");
-        assert!(wait.after_write(Some(false), at(300)), "again after it");
-        assert!(!wait.after_write(Some(true), at(700)), "a keyframe ends the wait");
-        assert!(!wait.waiting() && !wait.after_write(Some(false), at(2000)));
-    }
-
-    #[test]
-    fn a_keyframe_first_needs_no_request_and_unknown_codecs_ask_once() {
-        let t0 = Instant::now();
-        let mut wait = KeyframeWait::new(true);
-        assert!(!wait.after_write(Some(true), t0));
-        let mut vp9 = KeyframeWait::new(true);
-        assert!(vp9.after_write(None, t0));
-        assert!(!vp9.after_write(None, t0 + Duration::from_secs(1)) && !vp9.waiting());
-        let mut audio = KeyframeWait::new(false);
-        assert!(!audio.after_write(None, t0));
-    }
 }
