@@ -321,6 +321,15 @@ impl Config {
             stun_urls: var("RTC_STUN_URLS")
                 .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
                 .unwrap_or_default(),
+            shards: match var("RTC_SHARDS") {
+                None => None,
+                Some(v) => Some(
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=256).contains(n))
+                        .with_context(|| format!("RTC_SHARDS={v:?} must be a number from 1 to 256"))?,
+                ),
+            },
             memnet: None,
         };
         let console_session_hours = positive("CONSOLE_SESSION_HOURS", 12u64)?;

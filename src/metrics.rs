@@ -518,7 +518,7 @@ mod tests {
 
     #[test]
     fn sfu_counters_are_read_when_scraped_not_copied() {
-        let rooms = Rooms::new(Sfu::new(SfuConfig::default()));
+        let rooms = Rooms::new(Sfu::new(SfuConfig::default()).unwrap());
         let metrics = Metrics::new(Arc::clone(&rooms));
         assert_eq!(value(&metrics.render(), "telehealth_sfu_packets_forwarded_total"), Some(0.0));
         let stats = &rooms.sfu().stats;
@@ -535,7 +535,7 @@ mod tests {
 
     #[test]
     fn every_join_result_is_exposed_from_the_start() {
-        let metrics = Metrics::new(Rooms::new(Sfu::new(SfuConfig::default())));
+        let metrics = Metrics::new(Rooms::new(Sfu::new(SfuConfig::default()).unwrap()));
         let body = metrics.render();
         for r in JoinResult::ALL {
             assert_eq!(value(&body, &format!("telehealth_joins_total{{result=\"{}\"}}", r.as_str())), Some(0.0), "{body}");
@@ -547,7 +547,7 @@ mod tests {
 
     #[test]
     fn api_labels_are_the_action_and_the_status_code() {
-        let metrics = Metrics::new(Rooms::new(Sfu::new(SfuConfig::default())));
+        let metrics = Metrics::new(Rooms::new(Sfu::new(SfuConfig::default()).unwrap()));
         metrics.api_request(ApiAction::ListAttendees, StatusCode::NOT_FOUND, Duration::from_millis(3));
         let body = metrics.render();
         let series = r#"telehealth_api_request_duration_seconds_count{action="list-attendees",status="404"}"#;

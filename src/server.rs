@@ -49,7 +49,7 @@ impl Server {
         let config = Arc::new(config);
         let store = store::Store::connect(&config.database_url).await?;
         let auth = Arc::new(Auth::load(&config)?);
-        let rooms = Rooms::new(Sfu::new(config.sfu.clone()));
+        let rooms = Rooms::new(Sfu::new(config.sfu.clone())?);
         let metrics = Metrics::new(Arc::clone(&rooms));
         let capacity =
             LocalCapacity { max_meetings: config.local_max_meetings, max_participants: config.local_max_participants };

@@ -49,7 +49,7 @@ async fn participant(rooms: &Rooms, meeting: MeetingId, name: &str, codec: Video
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_peers_receive_each_others_audio_and_video_and_pli_reaches_the_publisher() {
-    let sfu = Sfu::new(SfuConfig { bind_ips: vec!["127.0.0.1".parse().unwrap()], ..Default::default() });
+    let sfu = Sfu::new(SfuConfig { bind_ips: vec!["127.0.0.1".parse().unwrap()], ..Default::default() }).unwrap();
     let rooms = Rooms::new(Arc::clone(&sfu));
     let meeting = MeetingId::new();
     let (a, peer_a, _a_events) = participant(&rooms, meeting, "Alice", VideoCodec::Vp8).await;
@@ -93,7 +93,7 @@ async fn two_peers_receive_each_others_audio_and_video_and_pli_reaches_the_publi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h264_video_is_forwarded_between_h264_peers() {
-    let sfu = Sfu::new(SfuConfig { bind_ips: vec!["127.0.0.1".parse().unwrap()], ..Default::default() });
+    let sfu = Sfu::new(SfuConfig { bind_ips: vec!["127.0.0.1".parse().unwrap()], ..Default::default() }).unwrap();
     let rooms = Rooms::new(Arc::clone(&sfu));
     let meeting = MeetingId::new();
     let (a, peer_a, _a_events) = participant(&rooms, meeting, "Alice", VideoCodec::H264).await;
@@ -115,7 +115,7 @@ async fn h264_video_is_forwarded_between_h264_peers() {
 /// client, webrtc-rs 0.21 held its ClientHello until the next timer tick: 100-200 ms on every join).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sfu_answers_as_the_dtls_server() {
-    let sfu = Sfu::new(SfuConfig { bind_ips: vec!["127.0.0.1".parse().unwrap()], ..Default::default() });
+    let sfu = Sfu::new(SfuConfig { bind_ips: vec!["127.0.0.1".parse().unwrap()], ..Default::default() }).unwrap();
     let (out, mut sent) = mpsc::unbounded_channel();
     let (_to_peer, incoming) = mpsc::unbounded_channel();
     let (others, _others) = mpsc::unbounded_channel();
@@ -129,7 +129,7 @@ async fn the_sfu_answers_as_the_dtls_server() {
     };
     assert!(offer.contains("a=setup:actpass"), "{offer}");
     let (events, _events) = mpsc::unbounded_channel();
-    let server = sfu.create_peer("dtls-role".into(), events).await.expect("server peer");
+    let server = sfu.create_peer("dtls-room", "dtls-role".into(), events).await.expect("server peer");
     let answer = server.handle_offer(offer).await.expect("answer");
     assert!(answer.contains("a=setup:passive") && !answer.contains("a=setup:active"), "{answer}");
     server.close().await;
@@ -142,7 +142,7 @@ async fn the_sfu_answers_as_the_dtls_server() {
 /// receives first cannot be checked here: webrtc-rs drops a new remote track's first packets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_viewer_starts_on_the_cached_keyframe_without_a_request() {
-    let sfu = Sfu::new(SfuConfig { bind_ips: vec!["127.0.0.1".parse().unwrap()], ..Default::default() });
+    let sfu = Sfu::new(SfuConfig { bind_ips: vec!["127.0.0.1".parse().unwrap()], ..Default::default() }).unwrap();
     let rooms = Rooms::new(Arc::clone(&sfu));
     let meeting = MeetingId::new();
     let (a, peer_a, _a_events) = participant(&rooms, meeting, "Alice", VideoCodec::Vp8Gop).await;

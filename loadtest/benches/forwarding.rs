@@ -40,9 +40,12 @@ struct Args {
     seconds: u64,
     #[arg(long, default_value_t = 5)]
     warmup: u64,
-    /// Worker threads of the SFU's runtime.
+    /// Worker threads of the control runtime (room actors).
     #[arg(long, default_value_t = 1)]
     sfu_threads: usize,
+    /// Media shards.
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
     /// A label for the output line.
     #[arg(long, default_value = "run")]
     label: String,
@@ -66,8 +69,9 @@ fn main() -> anyhow::Result<()> {
     let sfu = Sfu::new(SfuConfig {
         bind_ips: vec!["127.0.0.1".parse()?],
         memnet: Some(Arc::clone(&net)),
+        shards: Some(args.shards),
         ..Default::default()
-    });
+    })?;
     let rooms = Rooms::new(Arc::clone(&sfu));
     let expect = 2 * (args.size - 1);
     let sessions = rt.block_on(async {

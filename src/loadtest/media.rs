@@ -60,9 +60,27 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, RTCSessionDescription,
 };
 use webrtc::rtp_transceiver::RtpSender;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+
+/// An outgoing RTP track with one encoding: `stream_id` is what the receiver sees as the MediaStream id, the
+/// track id doubles as the MediaStreamTrack id. Shared with the tests' synthetic peers, which publish the same way.
+pub fn rtp_track(stream_id: String, track_id: String, kind: RtpCodecKind, codec: RTCRtpCodec, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        stream_id,
+        track_id.clone(),
+        track_id,
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            codec,
+            ..Default::default()
+        }],
+    )))
+}
 
 use crate::sfu::keyframe::{KeyframeRequestMarker, is_keyframe_request};
-use crate::sfu::{candidate_from_init, candidate_to_init, rtp_track};
+use crate::sfu::{candidate_from_signal as candidate_to_init, candidate_to_signal as candidate_from_init};
 
 /// Marks a synthetic payload's trailer; packets without it (not ours) are counted but not timed.
 const MAGIC: [u8; 4] = *b"THgw";

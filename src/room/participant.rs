@@ -89,7 +89,14 @@ impl Actor {
                     Some(cmd) => self.on_command(cmd).await,
                     None => Flow::Stop,
                 },
-                Some(ev) = next_event(&mut self.peer_events) => self.on_peer_event(ev).await,
+                ev = next_event(&mut self.peer_events) => match ev {
+                    Some(ev) => self.on_peer_event(ev).await,
+                    // The connection's shard stopped: as good as a failed connection.
+                    None => {
+                        self.peer_events = None;
+                        self.on_peer_event(PeerEvent::Failed).await
+                    }
+                },
             };
             if let Flow::Stop = flow {
                 break;
@@ -176,7 +183,7 @@ impl Actor {
         let first = self.peer.is_none();
         if first {
             let (tx, rx) = mpsc::unbounded_channel();
-            match self.sfu.create_peer(self.me.to_string(), tx).await {
+            match self.sfu.create_peer(&self.room.meeting_id.to_string(), self.me.to_string(), tx).await {
                 Ok(peer) => {
                     self.peer = Some(peer);
                     self.peer_events = Some(rx);

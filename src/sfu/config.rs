@@ -10,11 +10,21 @@ pub struct SfuConfig {
     pub bind_ips: Vec<IpAddr>,
     /// `RTC_PUBLIC_IP`: advertised instead of the bound address (1:1 NAT).
     pub public_ip: Option<IpAddr>,
-    /// `RTC_UDP_PORTS`: inclusive UDP port range for media sockets. None: OS-assigned ports.
+    /// `RTC_UDP_PORTS`: inclusive UDP port range; shard `i` listens on the range's `i`-th port. None: ports the
+    /// OS picks.
     pub udp_ports: Option<(u16, u16)>,
     /// `RTC_STUN_URLS`: STUN servers for server-reflexive candidates. Empty by default: an offline clinic
     /// must never try to reach a public STUN server.
     pub stun_urls: Vec<String>,
+    /// `RTC_SHARDS`: media shards (threads, each with one UDP port). None: one per core.
+    pub shards: Option<usize>,
     /// Media over an in-memory network instead of UDP sockets (the forwarding benchmark). Never set by `Config`.
     pub memnet: Option<Arc<MemNet>>,
+}
+
+impl SfuConfig {
+    /// How many shards to run: `shards`, else one per core the process may use.
+    pub fn shard_count(&self) -> usize {
+        self.shards.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1)
+    }
 }

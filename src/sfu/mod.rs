@@ -1,69 +1,135 @@
-//! The SFU: moves RTP/RTCP between peer connections (webrtc-rs). Knows nothing of HTTP, the database,
-//! auth or Chime; participants are plain string ids here.
+//! The SFU: moves RTP/RTCP between peer connections. Knows nothing of HTTP, the database, auth or Chime;
+//! participants are plain string ids here.
 //!
-//! - `peer`: one peer connection per participant, SDP/ICE in, `PeerEvent`s out.
-//! - `track`: a published track's fan-out to subscribers, lag handling, keyframe relay.
-//! - `gop`: the publisher's last keyframe and what followed, so a new subscriber starts decoding at once.
-//! - `keyframe`: the interceptor that surfaces viewers' PLI/FIR, and the upstream throttle.
-//! - `ports`: UDP port range for media sockets.
+//! The data path is sans-IO webrtc-rs (`rtc`) in shard loops: one thread and one UDP port per shard (one socket
+//! per bind address), every connection of a room on the same shard, datagrams demultiplexed by ICE ufrag and
+//! then 5-tuple, batched socket I/O, and forwarding as direct calls inside the shard. Control (the room actors)
+//! reaches a shard through a bounded command queue; a [`Peer`] is the handle on one connection.
+//!
+//! - `shard`: the loop, its connections (`conn`) and the fan-out (`forward`).
+//! - `demux`, `timers`, `rewrite`: the shard's datagram routing, deadline heap and per-subscriber numbering.
+//! - `transport`, `udp`, `memnet`: where datagrams go: batched UDP, or memory for benchmarks.
+//! - `gop`, `keyframe`, `codec`: keyframe cache for late viewers, keyframe requests and their throttle.
 
+mod candidates;
 mod codec;
 mod config;
+mod demux;
 mod gop;
 pub mod keyframe;
 pub mod memnet;
-mod memnet_runtime;
-mod peer;
-mod ports;
+mod rewrite;
+mod shard;
 pub mod stats;
-mod track;
+mod timers;
+mod transport;
+mod udp;
 
+pub use candidates::{candidate_from_signal, candidate_to_signal};
 pub use config::SfuConfig;
-pub use peer::{Peer, PeerError, PeerEvent, candidate_from_init, candidate_to_init};
 pub use stats::{SfuStats, SfuStatsSnapshot};
-pub use track::{PublishedTrack, rtp_track};
 
-use keyframe::KeyframeRequestMarker;
-use ports::PortAllocator;
-use rtc::interceptor::{Registry, Slot};
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder};
-use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
-};
-use rtc::peer_connection::configuration::media_engine::MediaEngine;
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::transport::{RTCDtlsRole, RTCIceCandidateType, RTCIceServer};
-use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
+use shard::{Command, ShardConnId, ShardHandle};
+use signaling::IceCandidate;
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
-use webrtc::peer_connection::{PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler};
+use transport::{MemTransport, Transport};
 
-/// Where our interceptor sits: application-most, after every built-in slot.
-const KEYFRAME_MARKER_SLOT: Slot = Slot::Custom(20_000);
-/// Packets each outgoing video stream keeps for retransmission on NACK: about 1.7 s of 1.5 Mbps video, several
-/// round trips on any network a visit works over. webrtc-rs's default (1024) costs ~1.2 MB of payload per video
-/// leg, which measured as most of a media participant's memory.
-const NACK_HISTORY_PACKETS: u16 = 256;
+/// What a peer connection reports to whoever owns it.
+#[derive(Clone)]
+pub enum PeerEvent {
+    /// A local ICE candidate to trickle to the client.
+    Candidate(IceCandidate),
+    /// The client started publishing a track.
+    TrackPublished(Arc<PublishedTrack>),
+    /// A published track ended (renegotiated away, or the connection closed).
+    TrackEnded(String),
+    Connected,
+    /// ICE/DTLS failed, or the connection's shard stopped; the client has to rejoin.
+    Failed,
+}
+
+/// A track someone publishes, ready to be subscribed to by others in the same room.
+#[derive(Debug)]
+pub struct PublishedTrack {
+    /// Unique within the SFU: `<publisher>-<kind>-<n>`.
+    pub id: String,
+    /// The publisher's participant id; subscribers see it as the MediaStream id.
+    pub publisher: String,
+    pub kind: RtpCodecKind,
+    pub codec: RTCRtpCodec,
+    /// The shard forwarding it (the room's).
+    pub shard: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("invalid session description: {0}")]
+    Sdp(String),
+    #[error("invalid ICE candidate: {0}")]
+    Candidate(String),
+    #[error("media engine: {0}")]
+    Engine(String),
+    #[error("the peer connection is closed")]
+    Closed,
+    #[error("the media shard stopped")]
+    ShardDown,
+}
+
+impl PeerError {
+    pub(crate) fn sdp(e: impl std::fmt::Display) -> Self {
+        Self::Sdp(e.to_string())
+    }
+    pub(crate) fn candidate(e: impl std::fmt::Display) -> Self {
+        Self::Candidate(e.to_string())
+    }
+    pub(crate) fn engine(e: impl std::fmt::Display) -> Self {
+        Self::Engine(e.to_string())
+    }
+}
 
 pub struct Sfu {
-    config: SfuConfig,
     bind_ips: Vec<IpAddr>,
-    ports: PortAllocator,
+    shards: Vec<Arc<ShardHandle>>,
+    /// Which shard each room lives on, and how many of its connections are open.
+    rooms: Arc<Mutex<HashMap<String, (usize, usize)>>>,
     pub stats: Arc<SfuStats>,
 }
 
 impl Sfu {
-    pub fn new(config: SfuConfig) -> Arc<Self> {
+    /// Starts the shards: `config.shards` threads (default one per core), shard `i` on port `lo + i` of
+    /// `RTC_UDP_PORTS` (or a port the OS picks), on every bind address.
+    pub fn new(config: SfuConfig) -> anyhow::Result<Arc<Self>> {
         let bind_ips = if config.bind_ips.is_empty() { default_bind_ips() } else { config.bind_ips.clone() };
-        Arc::new(Self {
-            ports: PortAllocator::new(config.udp_ports),
-            bind_ips,
-            config,
-            stats: Arc::new(SfuStats::default()),
-        })
+        let count = config.shard_count();
+        if let Some((lo, hi)) = config.udp_ports
+            && usize::from(hi - lo) + 1 < count
+        {
+            anyhow::bail!("RTC_UDP_PORTS={lo}-{hi} has fewer ports than the {count} media shards (RTC_SHARDS)");
+        }
+        let stats = Arc::new(SfuStats::default());
+        let mut shards = Vec::with_capacity(count);
+        for i in 0..count {
+            let transport: Box<dyn Transport> = match &config.memnet {
+                Some(net) => {
+                    let addrs = bind_ips.iter().map(|ip| std::net::SocketAddr::new(*ip, 40_000 + i as u16)).collect();
+                    Box::new(MemTransport::bind(Arc::clone(net), addrs)?)
+                }
+                None => {
+                    let port = config.udp_ports.map_or(0, |(lo, _)| lo + i as u16);
+                    let udp = udp::UdpTransport::bind(&bind_ips, port).map_err(|e| {
+                        anyhow::anyhow!("media shard {i}: cannot bind UDP port {port} on {bind_ips:?}: {e}")
+                    })?;
+                    Box::new(udp)
+                }
+            };
+            shards.push(Arc::new(shard::spawn(i, transport, config.clone(), Arc::clone(&stats))?));
+        }
+        Ok(Arc::new(Self { bind_ips, shards, rooms: Arc::default(), stats }))
     }
 
     /// The addresses host candidates are gathered on.
@@ -71,63 +137,120 @@ impl Sfu {
         &self.bind_ips
     }
 
-    /// A new peer connection for `participant`. Its events arrive on `events`.
+    /// The shard `room` lives on: where it already is, else the live shard with the fewest connections.
+    fn place(&self, room: &str) -> anyhow::Result<Arc<ShardHandle>> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((i, n)) = rooms.get_mut(room)
+            && self.shards[*i].is_alive()
+        {
+            *n += 1;
+            return Ok(Arc::clone(&self.shards[*i]));
+        }
+        let shard = self
+            .shards
+            .iter()
+            .filter(|s| s.is_alive())
+            .min_by_key(|s| s.peers.load(Ordering::Relaxed))
+            .ok_or_else(|| anyhow::anyhow!("no media shard is running"))?;
+        rooms.insert(room.to_owned(), (shard.index, 1));
+        Ok(Arc::clone(shard))
+    }
+
+    /// A new peer connection for `participant` in `room`. Its events arrive on `events`.
     pub async fn create_peer(
         &self,
+        room: &str,
         participant: String,
         events: mpsc::UnboundedSender<PeerEvent>,
     ) -> anyhow::Result<Arc<Peer>> {
-        let mut media_engine = MediaEngine::default();
-        // Opus, VP8, VP9, H.264 (several profiles), AV1, with RTX: whatever the browser offers first.
-        media_engine.register_default_codecs()?;
-        let registry = interceptors(&mut media_engine)?.with(KEYFRAME_MARKER_SLOT, KeyframeRequestMarker::default());
+        let shard = self.place(room)?;
+        let pin = RoomPin { rooms: Arc::clone(&self.rooms), room: room.to_owned() };
+        let conn = shard.call(|reply| Command::Create { participant: participant.clone(), events, reply }).await?;
+        shard.peers.fetch_add(1, Ordering::Relaxed);
+        Ok(Arc::new(Peer { id: participant, shard, conn, _pin: pin }))
+    }
+}
 
-        let mut settings = SettingEngineBuilder::new()
-            .with_include_loopback_candidate(true)
-            // DTLS server (`a=setup:passive`), so the browser sends the first flight as soon as its ICE
-            // connects. As the client, webrtc-rs 0.21 queues its ClientHello when ICE selects a pair but only
-            // writes it on the connection's next timer tick (rtc's DTLS handler drains the endpoint in
-            // `handle_timeout` and on reads, not in `handle_event`): 100-200 ms idle on every join. As the
-            // server every flight answers a read and leaves at once. RFC 8842 allows either for the answerer.
-            .with_answering_dtls_role(RTCDtlsRole::Server);
-        if let Some(public) = self.config.public_ip {
-            // Srflx keeps the private host candidates (clinic LAN) and adds the NAT's public address;
-            // with STUN configured the public address comes from STUN, so replace host candidates instead.
-            let kind = if self.config.stun_urls.is_empty() { RTCIceCandidateType::Srflx } else { RTCIceCandidateType::Host };
-            settings = settings.with_nat_1to1_ips(vec![public.to_string()], kind);
-        }
-        let ice_servers = if self.config.stun_urls.is_empty() {
-            vec![]
-        } else {
-            vec![RTCIceServer { urls: self.config.stun_urls.clone(), ..Default::default() }]
-        };
-        let rtc_config = RTCConfigurationBuilder::new().with_ice_servers(ice_servers).build();
-        let addrs = self
-            .ports
-            .addrs_for(&self.bind_ips)
-            .ok_or_else(|| anyhow::anyhow!("no free UDP port left in RTC_UDP_PORTS"))?;
+/// Keeps a room on its shard while one of its connections is open.
+struct RoomPin {
+    rooms: Arc<Mutex<HashMap<String, (usize, usize)>>>,
+    room: String,
+}
 
-        let handler = Arc::new(peer::Handler {
-            participant: participant.clone(),
-            events,
-            stats: Arc::clone(&self.stats),
-            track_seq: AtomicU32::new(0),
-        });
-        let mut builder = PeerConnectionBuilder::<std::net::SocketAddr>::new();
-        if let Some(net) = &self.config.memnet {
-            builder = builder.with_runtime(memnet_runtime::MemRuntime::new(Arc::clone(net)));
+impl Drop for RoomPin {
+    fn drop(&mut self) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, n)) = rooms.get_mut(&self.room) {
+            *n -= 1;
+            if *n == 0 {
+                rooms.remove(&self.room);
+            }
         }
-        let pc = builder
-            .with_configuration(rtc_config)
-            .with_media_engine(media_engine)
-            .with_setting_engine(settings.build())
-            .with_interceptor_registry(registry)
-            .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
-            .with_udp_addrs(addrs)
-            .build()
-            .await?;
-        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-        Ok(Arc::new(Peer::new(participant, pc, Arc::clone(&self.stats))))
+    }
+}
+
+/// One participant's peer connection, living on its room's shard. Every call is a command to the shard.
+pub struct Peer {
+    pub id: String,
+    shard: Arc<ShardHandle>,
+    conn: ShardConnId,
+    _pin: RoomPin,
+}
+
+impl Peer {
+    /// Applies the client's offer and returns our answer.
+    pub async fn handle_offer(&self, sdp: String) -> Result<String, PeerError> {
+        self.shard.call(|reply| Command::Offer { conn: self.conn, sdp, reply }).await
+    }
+
+    /// Creates a server offer (renegotiation) and applies it locally.
+    pub async fn create_offer(&self) -> Result<String, PeerError> {
+        self.shard.call(|reply| Command::CreateOffer { conn: self.conn, reply }).await
+    }
+
+    /// Applies the client's answer to our offer (the latest one: the room has one offer out at a time).
+    pub async fn handle_answer(&self, sdp: String) -> Result<(), PeerError> {
+        self.shard.call(|reply| Command::Answer { conn: self.conn, sdp, reply }).await
+    }
+
+    pub async fn add_candidate(&self, candidate: IceCandidate) -> Result<(), PeerError> {
+        self.shard.call(|reply| Command::Candidate { conn: self.conn, candidate, reply }).await
+    }
+
+    /// Adds a sender forwarding `track` to this peer. The caller renegotiates afterwards; forwarding starts
+    /// once the client has answered that offer. Returns false if already subscribed (or the track is gone).
+    pub async fn subscribe(&self, track: Arc<PublishedTrack>) -> Result<bool, PeerError> {
+        if track.shard != self.shard.index {
+            return Err(PeerError::Engine(format!("track {} is on another shard", track.id)));
+        }
+        self.shard.call(|reply| Command::Subscribe { conn: self.conn, track, reply }).await
+    }
+
+    /// Stops forwarding a track and removes it from the connection. Returns false if not subscribed.
+    pub async fn unsubscribe(&self, track_id: &str) -> Result<bool, PeerError> {
+        let track_id = track_id.to_owned();
+        self.shard.call(|reply| Command::Unsubscribe { conn: self.conn, track_id, reply }).await
+    }
+
+    /// Ids of the tracks this peer receives.
+    pub async fn subscribed_track_ids(&self) -> Vec<String> {
+        self.shard.call(|reply| Command::Subscribed { conn: self.conn, reply }).await.unwrap_or_default()
+    }
+
+    /// Asks every publisher this peer watches for a keyframe.
+    pub async fn request_keyframes(&self) {
+        self.shard.post(Command::RequestKeyframes { conn: self.conn });
+    }
+
+    pub async fn close(&self) {
+        self.shard.post(Command::Close { conn: self.conn });
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.shard.post(Command::Close { conn: self.conn });
+        self.shard.peers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -148,21 +271,4 @@ fn default_bind_ips() -> Vec<IpAddr> {
         }
     }
     ips
-}
-
-/// webrtc-rs's default interceptors (NACK both ways, TWCC feedback, RTCP sender/receiver reports, simulcast
-/// header extensions), with a shorter NACK history (`NACK_HISTORY_PACKETS`).
-fn interceptors(media_engine: &mut MediaEngine) -> anyhow::Result<Registry> {
-    for parameter in ["", "pli"] {
-        media_engine.register_feedback(
-            RTCPFeedback { typ: "nack".to_owned(), parameter: parameter.to_owned() },
-            RtpCodecKind::Video,
-        );
-    }
-    let registry = Registry::new()
-        .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY_PACKETS).build())
-        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
-    configure_simulcast_extension_headers(media_engine)?;
-    let registry = configure_twcc_receiver_only(registry, media_engine)?;
-    Ok(configure_rtcp_reports(registry))
 }

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use telehealth_gateway::sfu::keyframe::is_keyframe_request;
 use telehealth_gateway::loadtest::media::{apply_server_message, client_peer_connection};
-use telehealth_gateway::sfu::{candidate_from_init, rtp_track};
+use telehealth_gateway::loadtest::media::rtp_track;
+use telehealth_gateway::sfu::candidate_to_signal as candidate_from_init;
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -230,7 +231,7 @@ impl MediaPeer {
                     Ok(false) => {
                         let _ = others.send(msg);
                     }
-                    Err(e) => panic!("test peer could not apply a server message: {e}"),
+                    Err(e) => panic!("test peer could not apply a server message: {e:#}"),
                 }
             }
         }));

@@ -1,0 +1,185 @@
+//! One participant's peer connection inside a shard: webrtc-rs's sans-IO `RTCPeerConnection` and the
+//! negotiation bookkeeping around it. It never touches a socket: the shard feeds it datagrams and timeouts and
+//! sends what it writes.
+
+use super::super::PeerEvent;
+use super::super::keyframe::KeyframeRequestMarker;
+use super::super::{PeerError, SfuConfig};
+use crate::sfu::candidates::{candidate_to_signal, host_candidate};
+use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Registry, Slot};
+use rtc::media_stream::MediaStreamTrackId;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::{RTCDtlsRole, RTCIceCandidateInit};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::RTCRtpReceiverId;
+use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RtpCodecKind};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// Where our interceptor sits: application-most, after every built-in slot.
+const KEYFRAME_MARKER_SLOT: Slot = Slot::Custom(20_000);
+/// Packets each outgoing video stream keeps for retransmission on NACK: about 1.7 s of 1.5 Mbps video, several
+/// round trips on any network a visit works over. webrtc-rs's default (1024) costs ~1.2 MB of payload per video
+/// leg, which measured as most of a media participant's memory.
+const NACK_HISTORY_PACKETS: u16 = 256;
+
+/// A connection's id, unique for the shard's lifetime (never reused, so a late command cannot reach a
+/// newcomer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// A track the client publishes on this connection.
+pub struct Inbound {
+    pub receiver: RTCRtpReceiverId,
+    /// The published track's id, once its first packet told us the codec.
+    pub published: Option<String>,
+}
+
+pub struct Conn {
+    pub participant: String,
+    pub pc: RTCPeerConnection,
+    pub events: mpsc::UnboundedSender<PeerEvent>,
+    pub ufrag: String,
+    local_addrs: Vec<SocketAddr>,
+    public: Option<SocketAddr>,
+    /// Server offers applied so far; the n-th is generation n.
+    pub offers: u64,
+    /// The generation of the last offer the client answered: a subscription added before offer n starts
+    /// forwarding once this reaches n, when the client knows the track (packets sent earlier are dropped by the
+    /// browser, the first keyframe with them).
+    pub answered: u64,
+    pub inbound: HashMap<MediaStreamTrackId, Inbound>,
+    pub track_seq: u32,
+    candidates_sent: bool,
+    /// Tracks this connection receives from others: their published ids and our senders.
+    pub outbound: HashMap<String, rtc::rtp_transceiver::RTCRtpSenderId>,
+    /// Queued for a drain and flush in this pass of the shard loop.
+    pub dirty: bool,
+}
+
+fn random_token(len: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut rng = rand::thread_rng();
+    (0..len).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// webrtc-rs's default interceptors (NACK both ways, TWCC feedback, RTCP sender/receiver reports, simulcast
+/// header extensions), with a shorter NACK history, and our keyframe-request marker last.
+fn interceptors(media_engine: &mut MediaEngine) -> Result<Registry, PeerError> {
+    for parameter in ["", "pli"] {
+        media_engine.register_feedback(
+            RTCPFeedback { typ: "nack".to_owned(), parameter: parameter.to_owned() },
+            RtpCodecKind::Video,
+        );
+    }
+    let registry = Registry::new()
+        .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY_PACKETS).build())
+        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+    configure_simulcast_extension_headers(media_engine).map_err(PeerError::engine)?;
+    let registry = configure_twcc_receiver_only(registry, media_engine).map_err(PeerError::engine)?;
+    Ok(configure_rtcp_reports(registry).with(KEYFRAME_MARKER_SLOT, KeyframeRequestMarker::default()))
+}
+
+impl Conn {
+    pub fn new(
+        participant: String,
+        events: mpsc::UnboundedSender<PeerEvent>,
+        local_addrs: Vec<SocketAddr>,
+        config: &SfuConfig,
+        now: Instant,
+    ) -> Result<Self, PeerError> {
+        let mut media_engine = MediaEngine::default();
+        // Opus, VP8, VP9, H.264 (several profiles), AV1, with RTX: whatever the browser offers first.
+        media_engine.register_default_codecs().map_err(PeerError::engine)?;
+        let registry = interceptors(&mut media_engine)?;
+        // Our own ICE credentials: the ufrag is how the shard's demultiplexer tells this connection's checks
+        // from everyone else's on the shared socket.
+        let ufrag = random_token(16);
+        let settings = SettingEngineBuilder::new()
+            .with_ice_credentials(ufrag.clone(), random_token(32))
+            // DTLS server (`a=setup:passive`), so the browser sends the first flight as soon as its ICE
+            // connects and every flight of ours answers a read and leaves at once. RFC 8842 allows either for
+            // the answerer.
+            .with_answering_dtls_role(RTCDtlsRole::Server)
+            .build();
+        let pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(media_engine)
+            .with_setting_engine(settings)
+            .with_interceptor_registry(registry)
+            .build(now)
+            .map_err(PeerError::engine)?;
+        let public = config.public_ip.and_then(|ip| local_addrs.first().map(|a| SocketAddr::new(ip, a.port())));
+        Ok(Self {
+            participant,
+            pc,
+            events,
+            ufrag,
+            local_addrs,
+            public,
+            offers: 0,
+            answered: 0,
+            inbound: HashMap::new(),
+            track_seq: 0,
+            candidates_sent: false,
+            outbound: HashMap::new(),
+            dirty: false,
+        })
+    }
+
+    /// Applies the client's offer and returns our answer. The first answer also trickles our candidates.
+    pub fn handle_offer(&mut self, sdp: String, now: Instant) -> Result<String, PeerError> {
+        let offer = RTCSessionDescription::offer(sdp).map_err(PeerError::sdp)?;
+        self.pc.set_remote_description(now, offer).map_err(PeerError::sdp)?;
+        let answer = self.pc.create_answer(None).map_err(PeerError::engine)?;
+        let sdp = answer.sdp.clone();
+        self.pc.set_local_description(now, answer).map_err(PeerError::engine)?;
+        self.trickle_candidates()?;
+        Ok(sdp)
+    }
+
+    /// Our host candidates (one per local address of the shard, plus the public address when configured),
+    /// added locally and sent to the client.
+    fn trickle_candidates(&mut self) -> Result<(), PeerError> {
+        if std::mem::replace(&mut self.candidates_sent, true) {
+            return Ok(());
+        }
+        let addrs: Vec<SocketAddr> = self.public.iter().chain(&self.local_addrs).copied().collect();
+        for addr in addrs {
+            let init = host_candidate(addr).map_err(PeerError::engine)?;
+            self.pc.add_local_candidate(init.clone()).map_err(PeerError::candidate)?;
+            let _ = self.events.send(PeerEvent::Candidate(candidate_to_signal(init)));
+        }
+        Ok(())
+    }
+
+    /// Creates a server offer (renegotiation) and applies it locally.
+    pub fn create_offer(&mut self, now: Instant) -> Result<String, PeerError> {
+        let offer = self.pc.create_offer(None).map_err(PeerError::engine)?;
+        let sdp = offer.sdp.clone();
+        self.pc.set_local_description(now, offer).map_err(PeerError::engine)?;
+        self.offers += 1;
+        Ok(sdp)
+    }
+
+    /// Applies the client's answer to our latest offer.
+    pub fn handle_answer(&mut self, sdp: String, now: Instant) -> Result<(), PeerError> {
+        let answer = RTCSessionDescription::answer(sdp).map_err(PeerError::sdp)?;
+        self.pc.set_remote_description(now, answer).map_err(PeerError::sdp)?;
+        self.answered = self.offers;
+        Ok(())
+    }
+
+    pub fn add_candidate(&mut self, init: RTCIceCandidateInit) -> Result<(), PeerError> {
+        self.pc.add_remote_candidate(init).map_err(PeerError::candidate)
+    }
+}
