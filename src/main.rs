@@ -1,4 +1,7 @@
 use clap::Parser;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use telehealth_gateway::cli::{self, Cli};
 
 #[tokio::main]

@@ -23,6 +23,10 @@ use telehealth_gateway::room::Rooms;
 use telehealth_gateway::sfu::memnet::MemNet;
 use telehealth_gateway::sfu::{Sfu, SfuConfig};
 
+/// The gateway binary's allocator, so the SFU is measured as it runs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 struct Args {
     /// Rooms (meetings) running at once.

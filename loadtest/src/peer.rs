@@ -408,8 +408,12 @@ impl ClientPeer {
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
                     RTCPeerConnectionState::Connected => {
                         if !self.connected {
+                            // Start at a random point of each period: real participants are not in step, and
+                            // peers started together would otherwise all send their frames at the same instant.
+                            let video_period = Duration::from_secs(1) / self.options.video_fps.max(1);
                             for s in &mut self.senders {
-                                s.next_due = now;
+                                let period = if s.kind == RtpCodecKind::Audio { AUDIO_PERIOD } else { video_period };
+                                s.next_due = now + period.mul_f64(rand::random::<f64>());
                             }
                         }
                         self.connected = true;

@@ -7,7 +7,8 @@
 //! are then routed by 5-tuple. A later check from a new address (a network change, a second candidate pair)
 //! adds that tuple too.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::VecDeque;
 use std::hash::Hash;
 use std::net::SocketAddr;
 
@@ -39,14 +40,22 @@ pub fn binding_request_ufrag(d: &[u8]) -> Option<&str> {
     None
 }
 
+/// Tuples remembered per connection. A client has a handful of candidate pairs; more would be a client
+/// spoofing source addresses to grow this table, so the oldest is forgotten.
+const MAX_TUPLES_PER_CONN: usize = 8;
+
+type Tuple = (SocketAddr, SocketAddr);
+
 pub struct Demux<C> {
     by_ufrag: HashMap<String, C>,
-    by_tuple: HashMap<(SocketAddr, SocketAddr), C>,
+    by_tuple: HashMap<Tuple, C>,
+    /// Each connection's tuples, oldest first.
+    tuples_of: HashMap<C, VecDeque<Tuple>>,
 }
 
 impl<C> Default for Demux<C> {
     fn default() -> Self {
-        Self { by_ufrag: HashMap::new(), by_tuple: HashMap::new() }
+        Self { by_ufrag: HashMap::default(), by_tuple: HashMap::default(), tuples_of: HashMap::default() }
     }
 }
 
@@ -59,7 +68,29 @@ impl<C: Copy + Eq + Hash> Demux<C> {
     /// Forgets everything that routes to `conn`.
     pub fn remove(&mut self, conn: C) {
         self.by_ufrag.retain(|_, c| *c != conn);
-        self.by_tuple.retain(|_, c| *c != conn);
+        for t in self.tuples_of.remove(&conn).unwrap_or_default() {
+            self.by_tuple.remove(&t);
+        }
+    }
+
+    fn learn(&mut self, tuple: Tuple, conn: C) {
+        match self.by_tuple.insert(tuple, conn) {
+            Some(c) if c == conn => return,
+            Some(previous) => {
+                // The address moved to another connection (a client rejoining from the same port).
+                if let Some(ts) = self.tuples_of.get_mut(&previous) {
+                    ts.retain(|t| *t != tuple);
+                }
+            }
+            None => {}
+        }
+        let tuples = self.tuples_of.entry(conn).or_default();
+        tuples.push_back(tuple);
+        if tuples.len() > MAX_TUPLES_PER_CONN
+            && let Some(oldest) = tuples.pop_front()
+        {
+            self.by_tuple.remove(&oldest);
+        }
     }
 
     /// The connection a datagram from `remote` to `local` is for. A Binding request names it by ufrag (and
@@ -67,7 +98,7 @@ impl<C: Copy + Eq + Hash> Demux<C> {
     pub fn route(&mut self, local: SocketAddr, remote: SocketAddr, datagram: &[u8]) -> Option<C> {
         if let Some(ufrag) = binding_request_ufrag(datagram) {
             let conn = *self.by_ufrag.get(ufrag)?;
-            self.by_tuple.insert((local, remote), conn);
+            self.learn((local, remote), conn);
             return Some(conn);
         }
         self.by_tuple.get(&(local, remote)).copied()
@@ -147,5 +178,20 @@ mod tests {
         assert_eq!(d.route(local, addr("127.0.0.2:2"), &binding_request("srv:c")), Some(9));
         assert_eq!(d.route(local, addr("127.0.0.2:2"), &[0x80, 0x60]), Some(9));
         assert_eq!(d.tuples(), 2);
+    }
+
+    #[test]
+    fn a_client_spoofing_many_addresses_cannot_grow_the_table() {
+        let mut d = Demux::default();
+        d.add_ufrag("srv".into(), 1u32);
+        let local = addr("127.0.0.1:40000");
+        for port in 1..=1000u16 {
+            d.route(local, SocketAddr::new("127.0.0.9".parse().unwrap(), port), &binding_request("srv:c"));
+        }
+        assert_eq!(d.tuples(), MAX_TUPLES_PER_CONN);
+        assert_eq!(d.route(local, addr("127.0.0.9:1000"), &[0x80]), Some(1), "the newest are kept");
+        assert_eq!(d.route(local, addr("127.0.0.9:1"), &[0x80]), None);
+        d.remove(1);
+        assert_eq!(d.tuples(), 0);
     }
 }

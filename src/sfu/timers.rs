@@ -6,7 +6,8 @@
 //! matches the key's current deadline). The heap is rebuilt when stale entries outnumber live ones.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::BinaryHeap;
 use std::hash::Hash;
 use std::time::Instant;
 
@@ -17,7 +18,7 @@ pub struct Timers<K> {
 
 impl<K: Copy + Eq + Hash + Ord> Default for Timers<K> {
     fn default() -> Self {
-        Self { heap: BinaryHeap::new(), current: HashMap::new() }
+        Self { heap: BinaryHeap::new(), current: HashMap::default() }
     }
 }
 

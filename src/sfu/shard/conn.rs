@@ -19,7 +19,7 @@ use rtc::peer_connection::transport::{RTCDtlsRole, RTCIceCandidateInit};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RtpCodecKind};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -39,8 +39,8 @@ pub struct ConnId(pub u64);
 /// A track the client publishes on this connection.
 pub struct Inbound {
     pub receiver: RTCRtpReceiverId,
-    /// The published track's id, once its first packet told us the codec.
-    pub published: Option<String>,
+    /// The shard's key of the published track, once its first packet told us the codec.
+    pub published: Option<u64>,
 }
 
 pub struct Conn {
@@ -128,10 +128,10 @@ impl Conn {
             public,
             offers: 0,
             answered: 0,
-            inbound: HashMap::new(),
+            inbound: HashMap::default(),
             track_seq: 0,
             candidates_sent: false,
-            outbound: HashMap::new(),
+            outbound: HashMap::default(),
             dirty: false,
         })
     }

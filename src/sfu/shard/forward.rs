@@ -88,7 +88,7 @@ impl Published {
     pub fn forward(
         &mut self,
         mut packet: rtp::Packet,
-        conns: &mut std::collections::HashMap<ConnId, Conn>,
+        conns: &mut rustc_hash::FxHashMap<ConnId, Conn>,
         touched: &mut Vec<ConnId>,
         stats: &SfuStats,
         now: Instant,
