@@ -12,6 +12,7 @@
 
 use crate::ids::Provider;
 use crate::room::Rooms;
+use crate::sfu::stats::SRTP_PROFILES;
 use axum::http::StatusCode;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
@@ -358,7 +359,13 @@ const KEYFRAME_REQUESTS: Live = Live {
     kind: MetricType::COUNTER,
     label: Some("source"),
 };
-const LIVE: [Live; 8] = [
+const SRTP_CONNECTIONS: Live = Live {
+    name: "telehealth_sfu_srtp_connections_total",
+    help: "Media connections by the SRTP protection profile their DTLS handshake chose.",
+    kind: MetricType::COUNTER,
+    label: Some("profile"),
+};
+const LIVE: [Live; 9] = [
     MEETINGS,
     PARTICIPANTS,
     PEER_CONNECTIONS,
@@ -367,6 +374,7 @@ const LIVE: [Live; 8] = [
     BYTES_FORWARDED,
     PACKETS_SKIPPED,
     KEYFRAME_REQUESTS,
+    SRTP_CONNECTIONS,
 ];
 
 /// Reads the room registry and the SFU's own counters when scraped.
@@ -410,6 +418,14 @@ impl Collector for LiveCollector {
                     sample(MetricType::COUNTER, &[("source", "viewer")], sfu.viewer_keyframe_requests as f64),
                     sample(MetricType::COUNTER, &[("source", "relayed")], sfu.keyframe_requests as f64),
                 ],
+            ),
+            family(
+                &SRTP_CONNECTIONS,
+                SRTP_PROFILES
+                    .iter()
+                    .zip(sfu.srtp_profiles)
+                    .map(|(p, n)| sample(MetricType::COUNTER, &[("profile", p)], n as f64))
+                    .collect(),
             ),
         ]
     }

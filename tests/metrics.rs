@@ -393,6 +393,7 @@ async fn the_exposition_holds_no_ids_names_tokens_or_addresses() {
                 "action" => ACTIONS.contains(&value.as_str()),
                 "direction" => ["in", "out"].contains(&value.as_str()),
                 "source" => ["viewer", "relayed"].contains(&value.as_str()),
+                "profile" => telehealth_gateway::sfu::stats::SRTP_PROFILES.contains(&value.as_str()),
                 "provider" | "from" | "to" => ["local", "chime"].contains(&value.as_str()),
                 "operation" => OPERATIONS.contains(&value.as_str()),
                 "reason" => ["idle", "window", "gone"].contains(&value.as_str()),

@@ -71,6 +71,10 @@ async fn two_peers_receive_each_others_audio_and_video_and_pli_reaches_the_publi
     );
     let codecs: Vec<String> = peer_b.received.tracks.lock().unwrap().iter().map(|t| t.2.to_lowercase()).collect();
     assert!(codecs.contains(&"audio/opus".into()) && codecs.contains(&"video/vp8".into()), "codecs: {codecs:?}");
+    // Both handshakes chose AES-128-GCM (webrtc-rs offers it first), and the SFU read that from the wire.
+    let profiles = sfu.stats.snapshot().srtp_profiles;
+    let gcm = telehealth_gateway::sfu::stats::SRTP_PROFILES.iter().position(|p| *p == "SRTP_AEAD_AES_128_GCM").unwrap();
+    assert_eq!((profiles[gcm], profiles.iter().sum::<u64>()), (2, 2), "connections per SRTP profile: {profiles:?}");
 
     // Let the subscription's own keyframe requests pass the 1 s throttle, then act as B's decoder.
     tokio::time::sleep(Duration::from_millis(1200)).await;

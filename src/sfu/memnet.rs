@@ -59,6 +59,37 @@ impl MemNet {
         delivered
     }
 
+    /// Sends a batch (datagrams keep their own `from` and `to`) and empties it. Runs for the same inbox are
+    /// queued under one lock with one wake-up, as one `sendmmsg` costs one system call.
+    pub fn send_batch(&self, batch: &mut Vec<Datagram>) {
+        let hosts = self.hosts.read().unwrap_or_else(|e| e.into_inner());
+        let mut run: Option<(Arc<Inbox>, Vec<Datagram>)> = None;
+        let (mut delivered, mut dropped) = (0u64, 0u64);
+        let flush = |run: &mut Option<(Arc<Inbox>, Vec<Datagram>)>, delivered: &mut u64, dropped: &mut u64| {
+            if let Some((inbox, datagrams)) = run.take() {
+                let n = datagrams.len() as u64;
+                let ok = inbox.push_all(datagrams);
+                *delivered += ok;
+                *dropped += n - ok;
+            }
+        };
+        for d in batch.drain(..) {
+            let Some(inbox) = hosts.get(&d.to) else {
+                dropped += 1;
+                continue;
+            };
+            if run.as_ref().is_some_and(|(i, _)| !Arc::ptr_eq(i, inbox)) {
+                flush(&mut run, &mut delivered, &mut dropped);
+            }
+            // Copied, as a socket copies (and as `send` does), so the benchmark charges the sender for it.
+            let copy = Datagram { from: d.from, to: d.to, data: BytesMut::from(&d.data[..]) };
+            run.get_or_insert_with(|| (Arc::clone(inbox), Vec::new())).1.push(copy);
+        }
+        flush(&mut run, &mut delivered, &mut dropped);
+        self.delivered.fetch_add(delivered, Ordering::Relaxed);
+        self.dropped.fetch_add(dropped, Ordering::Relaxed);
+    }
+
     pub fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
     }
@@ -83,6 +114,9 @@ struct InboxState {
     waker: Option<Waker>,
     /// Set by `wake`: the next `wait` returns at once.
     woken: bool,
+    /// Threads blocked in `wait`. A push only signals the condition variable when one is (std's `notify_one`
+    /// is a system call whether or not anyone waits, as a socket does not wake a reader that is not asleep).
+    sleepers: usize,
 }
 
 impl Inbox {
@@ -95,19 +129,39 @@ impl Inbox {
     }
 
     fn push(&self, datagram: Datagram) -> bool {
-        let waker = {
+        let (waker, sleeping) = {
             let mut state = self.lock();
             if state.queue.len() >= self.capacity {
                 return false;
             }
             state.queue.push_back(datagram);
-            state.waker.take()
+            (state.waker.take(), state.sleepers > 0)
         };
-        self.ready.notify_one();
+        if sleeping {
+            self.ready.notify_one();
+        }
         if let Some(w) = waker {
             w.wake();
         }
         true
+    }
+
+    /// Queues datagrams (as many as fit) with one wake-up; returns how many were queued.
+    fn push_all(&self, datagrams: Vec<Datagram>) -> u64 {
+        let (queued, waker, sleeping) = {
+            let mut state = self.lock();
+            let room = self.capacity.saturating_sub(state.queue.len());
+            let queued = datagrams.len().min(room);
+            state.queue.extend(datagrams.into_iter().take(queued));
+            (queued as u64, if queued > 0 { state.waker.take() } else { None }, state.sleepers > 0)
+        };
+        if queued > 0 && sleeping {
+            self.ready.notify_one();
+        }
+        if let Some(w) = waker {
+            w.wake();
+        }
+        queued
     }
 
     /// Moves every waiting datagram into `out`; never blocks.
@@ -117,24 +171,33 @@ impl Inbox {
 
     /// Makes a thread blocked in `wait` (or the next one to call it) return, with or without datagrams.
     pub fn wake(&self) {
-        self.lock().woken = true;
-        self.ready.notify_one();
+        let sleeping = {
+            let mut state = self.lock();
+            state.woken = true;
+            state.sleepers > 0
+        };
+        if sleeping {
+            self.ready.notify_one();
+        }
     }
 
     /// Blocks until a datagram waits, `wake` is called or `deadline` passes (None: no deadline).
     pub fn wait(&self, deadline: Option<Instant>) {
         let mut state = self.lock();
         while state.queue.is_empty() && !std::mem::take(&mut state.woken) {
-            match deadline {
-                None => state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return;
-                    }
-                    state = self.ready.wait_timeout(state, d - now).unwrap_or_else(|e| e.into_inner()).0;
-                }
-            }
+            let timeout = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(t) if !t.is_zero() => Some(t),
+                    _ => return,
+                },
+            };
+            state.sleepers += 1;
+            state = match timeout {
+                None => self.ready.wait(state).unwrap_or_else(|e| e.into_inner()),
+                Some(t) => self.ready.wait_timeout(state, t).unwrap_or_else(|e| e.into_inner()).0,
+            };
+            state.sleepers -= 1;
         }
     }
 
@@ -172,6 +235,26 @@ mod tests {
         assert_eq!((got[0].from, got[0].to, &got[0].data[..]), (addr("127.0.0.1:5"), addr("127.0.0.2:1001"), &b"hi"[..]));
         assert_eq!((net.delivered(), net.dropped()), (1, 1));
         assert!(net.bind(addr("127.0.0.2:1000"), &inbox).is_err(), "an address is bound once");
+    }
+
+    #[test]
+    fn a_batch_reaches_each_inbox_in_order_and_what_does_not_fit_is_dropped() {
+        let net = MemNet::new();
+        let (a, b) = (Inbox::new(8), Inbox::new(2));
+        net.bind(addr("127.0.0.2:1"), &a).unwrap();
+        net.bind(addr("127.0.0.3:1"), &b).unwrap();
+        let from = addr("127.0.0.1:9");
+        let d = |to: &str, x: u8| Datagram { from, to: addr(to), data: BytesMut::from(&[x][..]) };
+        let mut batch = vec![d("127.0.0.2:1", 1), d("127.0.0.2:1", 2), d("127.0.0.3:1", 3), d("127.0.0.3:1", 4),
+            d("127.0.0.3:1", 5), d("127.0.0.4:1", 6), d("127.0.0.2:1", 7)];
+        net.send_batch(&mut batch);
+        assert!(batch.is_empty());
+        let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+        a.drain_into(&mut got_a);
+        b.drain_into(&mut got_b);
+        assert_eq!(got_a.iter().map(|d| d.data[0]).collect::<Vec<_>>(), [1, 2, 7]);
+        assert_eq!(got_b.iter().map(|d| d.data[0]).collect::<Vec<_>>(), [3, 4], "a full inbox drops the rest");
+        assert_eq!((net.delivered(), net.dropped()), (5, 2));
     }
 
     #[test]

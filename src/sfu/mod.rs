@@ -15,6 +15,7 @@ mod candidates;
 mod codec;
 mod config;
 mod demux;
+mod dtls_hello;
 mod gop;
 pub mod keyframe;
 pub mod memnet;

@@ -53,9 +53,7 @@ impl Transport for MemTransport {
     }
 
     fn send(&mut self, batch: &mut Vec<Datagram>) {
-        for d in batch.drain(..) {
-            self.net.send(d.from, d.to, &d.data);
-        }
+        self.net.send_batch(batch);
     }
 
     fn wait(&mut self, deadline: Option<Instant>) -> io::Result<()> {

@@ -4,6 +4,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -58,20 +59,25 @@ function run(bin, args, env, cwd) {
 
 /**
  * Starts the gateway on a free loopback port with its data in `dir`, and waits for /healthz.
- * `env` adds to (or overrides) the defaults. Resolves to `{ proc, exited, output(), baseUrl }`.
+ * `env` adds to (or overrides) the defaults. With `netns`, it runs inside that network namespace and listens on
+ * `host` there. Resolves to `{ proc, exited, output(), baseUrl }`.
  */
-export async function startGateway(dir, env = {}) {
+export async function startGateway(dir, env = {}, { netns = null, host = '127.0.0.1', https = false } = {}) {
   const port = await freePort();
-  const baseUrl = `http://127.0.0.1:${port}`;
+  const baseUrl = `http://${host}:${port}`;
+  // Pages on an address other than loopback need a secure context for the camera: HTTPS, with the certificate
+  // the gateway generates at first start.
+  const httpsPort = https ? await freePort() : null;
   fs.mkdirSync(path.join(dir, 'certs'), { recursive: true });
+  const [bin, args] = netns ? ['ip', ['netns', 'exec', netns, gatewayBin]] : [gatewayBin, []];
   const server = run(
-    gatewayBin,
-    [],
+    bin,
+    args,
     {
       PATH: process.env.PATH,
       HOME: process.env.HOME || dir,
-      HTTP_ADDR: `127.0.0.1:${port}`,
-      HTTPS_ADDR: 'off',
+      HTTP_ADDR: `${host}:${port}`,
+      HTTPS_ADDR: https ? `${host}:${httpsPort}` : 'off',
       DATA_DIR: dir,
       CERTS_DIR: path.join(dir, 'certs'),
       WEB_DIR: path.join(repoRoot, 'web'),
@@ -93,7 +99,7 @@ export async function startGateway(dir, env = {}) {
   ).catch((err) => {
     throw exitedEarly ? new Error(`gateway exited early (${JSON.stringify(exitedEarly)}):\n${server.output()}`) : err;
   });
-  return { ...server, baseUrl };
+  return { ...server, baseUrl, httpsUrl: https ? `https://${host}:${httpsPort}` : null };
 }
 
 /**
@@ -170,9 +176,98 @@ export async function api(baseUrl, body, key) {
   return { status: res.status, json };
 }
 
-export function launchBrowser() {
+/**
+ * A page in its own browser context (its own camera permission, cookies and storage), with its console and
+ * errors collected into `log` as `[name] ...` lines.
+ */
+export async function openPage(browser, baseUrl, name, log = []) {
+  // A self-signed certificate (the gateway's own, generated at first start) is accepted, as a clinic would.
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ignoreHTTPSErrors: true });
+  await context.grantPermissions(['camera', 'microphone'], { origin: baseUrl });
+  const page = await context.newPage();
+  page.on('console', (m) => log.push(`[${name}] ${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => log.push(`[${name}] pageerror: ${e.message}`));
+  return page;
+}
+
+/**
+ * Inbound media of the join page's peer connection: totals, and each remote stream's own counters
+ * (`streams`: kind, framesDecoded, framesPerSecond, bytesReceived, packetsReceived, packetsLost).
+ */
+export function inboundStats(page) {
+  return page.evaluate(async () => {
+    const pc = window.__telehealth?.pc;
+    if (!pc) return null;
+    const out = { framesDecoded: 0, videoStreams: 0, audioPackets: 0, audioStreams: 0, streams: [] };
+    (await pc.getStats()).forEach((s) => {
+      if (s.type !== 'inbound-rtp') return;
+      out.streams.push({
+        id: s.id,
+        kind: s.kind,
+        framesDecoded: s.framesDecoded || 0,
+        framesPerSecond: s.framesPerSecond || 0,
+        bytesReceived: s.bytesReceived || 0,
+        packetsReceived: s.packetsReceived || 0,
+        packetsLost: s.packetsLost || 0,
+        freezeCount: s.freezeCount || 0,
+      });
+      if (s.kind === 'video') {
+        out.videoStreams++;
+        out.framesDecoded += s.framesDecoded || 0;
+      } else if (s.kind === 'audio') {
+        out.audioStreams++;
+        out.audioPackets += s.packetsReceived || 0;
+      }
+    });
+    return out;
+  });
+}
+
+/** Opens the join link, fills the name and waits for the camera preview (so timings measure joining only). */
+export async function prepareJoin(page, url, name) {
+  await page.goto(url);
+  await page.getByLabel('Your name').fill(name);
+  await eventually(() => page.evaluate(() => document.getElementById('preview-video').readyState >= 2), {
+    what: `${name}: local camera preview`,
+  });
+}
+
+/**
+ * The remote streams that are live over the next `ms`: video whose framesDecoded grows (with its frames per
+ * second and kbit/s in that window) and the number of audio streams whose packetsReceived grows. Streams of
+ * someone who left stop growing and are not counted.
+ */
+export async function liveStreams(page, ms = 2000) {
+  const first = await inboundStats(page);
+  await sleep(ms);
+  const then = await inboundStats(page);
+  const before = new Map((first?.streams ?? []).map((s) => [s.id, s]));
+  const grew = (s, field) => before.has(s.id) && s[field] > before.get(s.id)[field];
+  const streams = then?.streams ?? [];
+  return {
+    video: streams
+      .filter((s) => s.kind === 'video' && grew(s, 'framesDecoded'))
+      .map((s) => ({
+        fps: ((s.framesDecoded - before.get(s.id).framesDecoded) * 1000) / ms,
+        kbps: ((s.bytesReceived - before.get(s.id).bytesReceived) * 8) / ms,
+      })),
+    audio: streams.filter((s) => s.kind === 'audio' && grew(s, 'packetsReceived')).length,
+  };
+}
+
+/**
+ * Chromium. `netns`: run it inside that network namespace (through `ip netns exec`, by a wrapper script, since
+ * Playwright starts the executable itself); `loopback`: whether it may pair with loopback candidates (a real
+ * browser does not).
+ */
+export function launchBrowser({ netns = null, loopback = true } = {}) {
+  let executablePath = chromiumPath;
+  if (netns) {
+    executablePath = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'chromium-netns-')), 'chromium');
+    fs.writeFileSync(executablePath, `#!/bin/sh\nexec ip netns exec ${netns} ${chromiumPath} "$@"\n`, { mode: 0o755 });
+  }
   return chromium.launch({
-    executablePath: chromiumPath,
+    executablePath,
     headless: true,
     args: [
       '--use-fake-device-for-media-stream',
@@ -187,7 +282,7 @@ export function launchBrowser() {
       '--disable-sync',
       '--autoplay-policy=no-user-gesture-required',
       // The SFU may offer only loopback candidates (RTC_BIND_IPS=127.0.0.1); let Chrome pair with them directly.
-      '--allow-loopback-in-peer-connection',
+      ...(loopback ? ['--allow-loopback-in-peer-connection'] : []),
     ],
   });
 }
@@ -198,4 +293,47 @@ export function checkPrerequisites(...bins) {
   }
   if (!fs.existsSync(chromiumPath)) throw new Error(`Chromium not found at ${chromiumPath}: apt-get install chromium`);
   fs.mkdirSync(artifacts, { recursive: true });
+}
+
+/**
+ * A network namespace like a clinic machine with no uplink: loopback and one veth interface with one static
+ * address, and no default route (so no DNS, no internet, no multicast or IPv6 route). The veth's other end stays
+ * in this namespace with an address on the same /24, so the test itself can reach the server; nothing else is
+ * routed. Needs root (`ip netns`). Resolves to `{ name, address, remove() }`.
+ */
+export function makeNetns() {
+  const id = process.pid % 100000;
+  const name = `thgw-air-${id}`;
+  const [outer, inner] = [`thgw${id}o`, `thgw${id}i`];
+  const subnet = `10.213.${id % 250}`;
+  const ip = (...args) => execFileSync('ip', args, { stdio: 'pipe' });
+  const remove = () => {
+    for (const args of [['link', 'del', outer], ['netns', 'del', name]]) {
+      try {
+        ip(...args);
+      } catch {
+        /* already gone */
+      }
+    }
+  };
+  remove();
+  try {
+    ip('netns', 'add', name);
+    // No IPv6 in there (the offline LAN has none), which also spares Chromium the address change when IPv6
+    // duplicate-address detection ends a second after the link comes up (it fails loads with
+    // ERR_NETWORK_CHANGED).
+    ip('netns', 'exec', name, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1');
+    ip('link', 'add', outer, 'type', 'veth', 'peer', 'name', inner);
+    ip('link', 'set', inner, 'netns', name);
+    ip('netns', 'exec', name, 'sysctl', '-qw', `net.ipv6.conf.${inner}.disable_ipv6=1`);
+    ip('-n', name, 'addr', 'add', `${subnet}.2/24`, 'dev', inner);
+    ip('-n', name, 'link', 'set', 'lo', 'up');
+    ip('-n', name, 'link', 'set', inner, 'up');
+    ip('addr', 'add', `${subnet}.1/24`, 'dev', outer);
+    ip('link', 'set', outer, 'up');
+  } catch (err) {
+    remove();
+    throw new Error(`could not create network namespace ${name} (needs root and iproute2): ${err.stderr || err}`);
+  }
+  return { name, address: `${subnet}.2`, remove };
 }

@@ -38,11 +38,7 @@ const pageConsole = [];
 const api = (body, { key = apiKey } = {}) => h.api(baseUrl, body, key);
 
 async function openPage(name) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-  await context.grantPermissions(['camera', 'microphone'], { origin: baseUrl });
-  const page = await context.newPage();
-  page.on('console', (m) => pageConsole.push(`[${name}] ${m.type()}: ${m.text()}`));
-  page.on('pageerror', (e) => pageConsole.push(`[${name}] pageerror: ${e.message}`));
+  const page = await h.openPage(browser, baseUrl, name, pageConsole);
   // Collect every JoinToken the API hands out, to prove none of them reaches the server's logs.
   page.on('response', async (res) => {
     if (!res.url().endsWith('/api/aws-chime-video')) return;
@@ -56,25 +52,7 @@ async function openPage(name) {
   return page;
 }
 
-/** Inbound media totals of the page's peer connection. */
-function inboundStats(page) {
-  return page.evaluate(async () => {
-    const pc = window.__telehealth?.pc;
-    if (!pc) return null;
-    const out = { framesDecoded: 0, videoStreams: 0, audioPackets: 0, audioStreams: 0 };
-    (await pc.getStats()).forEach((s) => {
-      if (s.type !== 'inbound-rtp') return;
-      if (s.kind === 'video') {
-        out.videoStreams++;
-        out.framesDecoded += s.framesDecoded || 0;
-      } else if (s.kind === 'audio') {
-        out.audioStreams++;
-        out.audioPackets += s.packetsReceived || 0;
-      }
-    });
-    return out;
-  });
-}
+const inboundStats = h.inboundStats;
 
 const participantCount = (page) => page.getByTestId('participant-count').getAttribute('data-count');
 

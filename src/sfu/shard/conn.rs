@@ -63,6 +63,12 @@ pub struct Conn {
     pub outbound: HashMap<String, rtc::rtp_transceiver::RTCRtpSenderId>,
     /// Queued for a drain and flush in this pass of the shard loop.
     pub dirty: bool,
+    /// Something other than forwarded media touched the connection in this pass (a datagram, a timeout, a
+    /// command), so its next deadline may have moved. Forwarded RTP alone does not move it, and asking every
+    /// subscriber's connection for its deadline after every packet cost more than the write itself.
+    pub rearm: bool,
+    /// Whether the DTLS handshake has chosen an SRTP profile yet (read from our ServerHello).
+    pub srtp_known: bool,
 }
 
 fn random_token(len: usize) -> String {
@@ -133,6 +139,8 @@ impl Conn {
             candidates_sent: false,
             outbound: HashMap::default(),
             dirty: false,
+            rearm: false,
+            srtp_known: false,
         })
     }
 

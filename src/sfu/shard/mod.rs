@@ -15,6 +15,7 @@ mod forward;
 
 use super::candidates::candidate_from_signal;
 use super::demux::Demux;
+use super::dtls_hello;
 use super::memnet::Datagram;
 use super::stats::SfuStats;
 use super::timers::Timers;
@@ -202,6 +203,7 @@ impl Shard {
             while let Some(id) = self.timers.pop_due(now) {
                 if let Some(conn) = self.conns.get_mut(&id) {
                     let _ = conn.pc.handle_timeout(now);
+                    conn.rearm = true;
                     mark(&mut self.dirty, conn, id);
                 }
             }
@@ -219,6 +221,11 @@ impl Shard {
     fn datagram(&mut self, d: Datagram) {
         let Some(id) = self.demux.route(d.to, d.from, &d.data) else { return };
         let Some(conn) = self.conns.get_mut(&id) else { return };
+        if !conn.srtp_known
+            && let Some(offer) = dtls_hello::client_hello_profiles(&d.data)
+        {
+            tracing::debug!(shard = self.index, offer = ?offer, "client's SRTP profiles, in its order");
+        }
         let msg = TaggedBytesMut {
             now: Instant::now(),
             transport: TransportContext {
@@ -230,6 +237,7 @@ impl Shard {
             message: d.data,
         };
         if conn.pc.handle_read(msg).is_ok() {
+            conn.rearm = true;
             mark(&mut self.dirty, conn, id);
         }
     }
@@ -276,9 +284,18 @@ impl Shard {
             let Some(conn) = self.conns.get_mut(&id) else { continue };
             conn.dirty = false;
             while let Some(w) = conn.pc.poll_write() {
+                if !conn.srtp_known
+                    && let Some(profile) = dtls_hello::server_hello_profile(&w.message)
+                {
+                    conn.srtp_known = true;
+                    tracing::debug!(shard = self.index, profile = profile.name(), "SRTP profile chosen");
+                    self.stats.count_srtp_profile(profile.name());
+                }
                 self.tx.push(Datagram { from: w.transport.local_addr, to: w.transport.peer_addr, data: w.message });
             }
-            self.timers.set(id, conn.pc.poll_timeout());
+            if std::mem::take(&mut conn.rearm) {
+                self.timers.set(id, conn.pc.poll_timeout());
+            }
         }
         if !self.tx.is_empty() {
             self.transport.send(&mut self.tx);
@@ -438,6 +455,7 @@ impl Shard {
     fn with_conn<T>(&mut self, id: ConnId, f: impl FnOnce(&mut Conn) -> Result<T, PeerError>) -> Result<T, PeerError> {
         let conn = self.conns.get_mut(&id).ok_or(PeerError::Closed)?;
         let result = f(conn);
+        conn.rearm = true;
         mark(&mut self.dirty, conn, id);
         result
     }
@@ -475,6 +493,7 @@ impl Shard {
             p.subs.retain(|s| s.conn != id);
         }
         conn.pc.remove_track(sender).map_err(PeerError::engine)?;
+        conn.rearm = true;
         mark(&mut self.dirty, conn, id);
         Ok(true)
     }

@@ -1,0 +1,89 @@
+// The offline clinic, as a new user meets it: the gateway and two browsers on a machine with one static LAN
+// address and no default route (no internet, no DNS, no multicast or IPv6 route), the gateway left at its
+// defaults (it gathers candidates on the machine's own addresses). Both pages open the join link and must see
+// each other, from that LAN address: a browser gathers no loopback candidates.
+//
+// Runs inside a network namespace the test creates (root and iproute2 needed; in CI a failure, not a skip).
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import * as h from './harness.mjs';
+import { artifacts, eventually } from './harness.mjs';
+
+const apiKey = randomBytes(24).toString('base64url').slice(0, 32);
+// Outside CI a machine without root cannot make the namespace: say so and skip. In CI it must run.
+const skip = process.getuid?.() !== 0 && process.env.CI !== 'true' ? 'needs root for ip netns (runs in CI)' : false;
+let netns;
+let tmp;
+let server;
+let browser;
+const pageConsole = [];
+
+before(async () => {
+  if (skip) return;
+  h.checkPrerequisites();
+  netns = h.makeNetns();
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'telehealth-airgap-'));
+  // RTC_BIND_IPS empty: the defaults, as a clinic runs it.
+  server = await h.startGateway(
+    tmp,
+    { TELEHEALTH_API_KEYS: apiKey, TELEHEALTH_PROVIDER: 'local', RTC_BIND_IPS: '' },
+    { netns: netns.name, host: netns.address, https: true },
+  );
+  browser = await h.launchBrowser({ netns: netns.name, loopback: false });
+});
+
+after(async () => {
+  if (pageConsole.length) fs.writeFileSync(path.join(artifacts, 'airgap-page-console.log'), pageConsole.join('\n') + '\n');
+  await browser?.close().catch(() => {});
+  if (server) {
+    fs.writeFileSync(path.join(artifacts, 'airgap-server.log'), server.output());
+    if (server.proc.exitCode === null && server.proc.signalCode === null) server.proc.kill('SIGKILL');
+    await server.exited;
+  }
+  netns?.remove();
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+test('with no default route, two pages on the LAN address see and hear each other', { skip }, async () => {
+  const routes = (await import('node:child_process')).execFileSync('ip', ['-n', netns.name, 'route', 'show', 'default']);
+  assert.equal(routes.toString().trim(), '', 'the namespace has no default route');
+  const { status, json } = await h.api(server.baseUrl, { action: 'create-meeting' }, apiKey);
+  assert.equal(status, 200, JSON.stringify(json));
+  const link = server.httpsUrl + json.link;
+  const pages = [];
+  for (const name of ['Dr. Okafor', 'Robin Patient']) {
+    const page = await h.openPage(browser, server.httpsUrl, name, pageConsole);
+    await h.prepareJoin(page, link, name);
+    pages.push(page);
+  }
+  await Promise.all(pages.map((p) => p.getByRole('button', { name: 'Join' }).click()));
+  for (const page of pages) {
+    await eventually(
+      async () => {
+        const live = await h.liveStreams(page, 1000);
+        return live.video.length === 1 && live.audio === 1;
+      },
+      { timeout: 30_000, interval: 200, what: 'the other participant decoding, over the LAN address' },
+    );
+    const pair = await page.evaluate(async () => {
+      const stats = await window.__telehealth.pc.getStats();
+      let selected = null;
+      stats.forEach((s) => {
+        if (s.type === 'transport' && s.selectedCandidatePairId) selected = stats.get(s.selectedCandidatePairId);
+      });
+      const local = selected && stats.get(selected.localCandidateId);
+      const remote = selected && stats.get(selected.remoteCandidateId);
+      return { local: local?.address ?? local?.ip, remote: remote?.address ?? remote?.ip };
+    });
+    // The browser's side of the pair is the LAN address (it gathers no loopback candidates); the SFU's side may be
+    // its loopback candidate, which a browser on the same machine can reach.
+    assert.equal(pair.local, netns.address, `the page sends from the LAN address: ${JSON.stringify(pair)}`);
+    assert.ok([netns.address, '127.0.0.1'].includes(pair.remote), `the SFU's candidate: ${JSON.stringify(pair)}`);
+  }
+  assert.doesNotMatch(server.output(), /No such device|ServiceFailure|could not create a peer connection/);
+});
