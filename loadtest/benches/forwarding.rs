@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use loadtest::cpu;
 use loadtest::memdriver::{self, Progress};
-use loadtest::peer::MediaOptions;
+use loadtest::peer::{MediaOptions, PeerStats};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -90,7 +90,7 @@ fn main() -> anyhow::Result<()> {
         anyhow::Ok(sessions)
     })?;
     let participants = sessions.len();
-    let progress = Arc::new(Progress::default());
+    let progress = Progress::new();
     let options = MediaOptions { video_bitrate_bps: args.video_kbps * 1000, video_fps: args.fps };
     let driver = std::thread::Builder::new().name("clients".into()).spawn({
         let (net, progress) = (Arc::clone(&net), Arc::clone(&progress));
@@ -121,7 +121,15 @@ fn main() -> anyhow::Result<()> {
     let (t1, p1, c1, m1, s1) = sample();
 
     progress.stop.store(true, Ordering::Relaxed);
-    let stats = driver.join().map_err(|_| anyhow::anyhow!("client thread panicked"))?.context("client thread")?;
+    let stats = driver
+        .join()
+        .map_err(|_| anyhow::anyhow!("client thread panicked"))?
+        .context("client thread")?
+        .iter()
+        .fold(PeerStats::default(), |mut total, s| {
+            total.add(s);
+            total
+        });
     rt.shutdown_timeout(Duration::from_secs(2));
 
     let wall = (t1 - t0).as_secs_f64();

@@ -24,6 +24,17 @@ pub struct Progress {
     pub connected: AtomicUsize,
     /// The driver thread's kernel id, for reading its CPU time.
     pub tid: AtomicI64,
+    /// A peer (by index) that stops dead: it neither reads what arrives for it (dropped, as a full socket buffer
+    /// drops) nor sends anything, as a frozen browser. -1: none.
+    pub stalled: AtomicI64,
+    /// Bumped by the caller to have every peer's stats start afresh (a measurement window).
+    pub reset: AtomicUsize,
+}
+
+impl Progress {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self { stalled: AtomicI64::new(-1), ..Self::default() })
+    }
 }
 
 struct Client {
@@ -32,14 +43,14 @@ struct Client {
     expect_tracks: usize,
 }
 
-/// Runs until `progress.stop`; returns the summed stats of all peers.
+/// Runs until `progress.stop`; returns each peer's stats, in the order of `sessions`.
 pub fn run(
     net: Arc<MemNet>,
     sessions: Vec<(Session, usize)>,
     first_addr: SocketAddr,
     options: MediaOptions,
     progress: Arc<Progress>,
-) -> anyhow::Result<PeerStats> {
+) -> anyhow::Result<Vec<PeerStats>> {
     progress.tid.store(crate::cpu::current_tid(), Ordering::Relaxed);
     let epoch = Instant::now();
     let inbox = Inbox::new(1 << 16);
@@ -56,8 +67,17 @@ pub fn run(
         clients.push(Client { peer, session, expect_tracks });
     }
     let mut datagrams: Vec<Datagram> = Vec::with_capacity(1024);
+    let mut reset_seen = 0;
     while !progress.stop.load(Ordering::Relaxed) {
         let now = Instant::now();
+        let reset = progress.reset.load(Ordering::Relaxed);
+        if reset != reset_seen {
+            reset_seen = reset;
+            for c in &mut clients {
+                c.peer.stats = PeerStats::default();
+            }
+        }
+        let stalled = usize::try_from(progress.stalled.load(Ordering::Relaxed)).ok();
         for c in &mut clients {
             while let Ok(out) = c.session.outbound.try_recv() {
                 if let Outbound::Message(msg) = out {
@@ -72,14 +92,19 @@ pub fn run(
         }
         inbox.drain_into(&mut datagrams);
         for d in datagrams.drain(..) {
-            if let Some(&i) = by_addr.get(&d.to) {
+            if let Some(&i) = by_addr.get(&d.to)
+                && stalled != Some(i)
+            {
                 clients[i].peer.on_datagram(d.from, d.data, now);
             }
         }
         let now = Instant::now();
         let mut next = now + MAX_SLEEP;
         let (mut ready, mut connected) = (0, 0);
-        for c in &mut clients {
+        for (i, c) in clients.iter_mut().enumerate() {
+            if stalled == Some(i) {
+                continue;
+            }
             if c.peer.deadline().is_some_and(|d| d <= now) {
                 c.peer.tick(now);
             }
@@ -97,11 +122,11 @@ pub fn run(
         progress.connected.store(connected, Ordering::Relaxed);
         inbox.wait(Some(next));
     }
-    let mut total = PeerStats::default();
+    let mut stats = Vec::with_capacity(clients.len());
     for c in &mut clients {
         c.peer.close();
-        total.add(&c.peer.stats);
         net.unbind(c.peer.local_addr());
+        stats.push(std::mem::take(&mut c.peer.stats));
     }
-    Ok(total)
+    Ok(stats)
 }
