@@ -112,6 +112,10 @@ impl Sfu {
         {
             anyhow::bail!("RTC_UDP_PORTS={lo}-{hi} has fewer ports than the {count} media shards (RTC_SHARDS)");
         }
+        if !config.stun_urls.is_empty() {
+            // Not yet: the shards would have to query STUN from their own sockets. Said loudly rather than ignored.
+            tracing::warn!("RTC_STUN_URLS is not used by the media shards yet; set RTC_PUBLIC_IP for a 1:1 NAT");
+        }
         let stats = Arc::new(SfuStats::default());
         let mut shards = Vec::with_capacity(count);
         for i in 0..count {
@@ -272,4 +276,53 @@ fn default_bind_ips() -> Vec<IpAddr> {
         }
     }
     ips
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_shards() -> Arc<Sfu> {
+        Sfu::new(SfuConfig {
+            bind_ips: vec!["127.0.0.1".parse().unwrap()],
+            memnet: Some(memnet::MemNet::new()),
+            shards: Some(2),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn rooms_are_pinned_to_a_shard_and_spread_over_them() {
+        let sfu = two_shards();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let a1 = sfu.create_peer("room-a", "a1".into(), tx.clone()).await.unwrap();
+        let b1 = sfu.create_peer("room-b", "b1".into(), tx.clone()).await.unwrap();
+        let a2 = sfu.create_peer("room-a", "a2".into(), tx.clone()).await.unwrap();
+        assert_eq!(a1.shard.index, a2.shard.index, "a room lives on one shard");
+        assert_ne!(a1.shard.index, b1.shard.index, "a new room goes to the emptier shard");
+        drop((a1, a2));
+        assert!(!sfu.rooms.lock().unwrap().contains_key("room-a"), "an empty room is unpinned");
+    }
+
+    #[tokio::test]
+    async fn a_failed_shard_takes_only_its_own_connections_down() {
+        let sfu = two_shards();
+        let (tx_a, mut rx_a) = mpsc::unbounded_channel();
+        let (tx_b, _rx_b) = mpsc::unbounded_channel();
+        let a = sfu.create_peer("room-a", "a".into(), tx_a).await.unwrap();
+        let b = sfu.create_peer("room-b", "b".into(), tx_b).await.unwrap();
+        assert_ne!(a.shard.index, b.shard.index);
+        a.shard.post(Command::Crash);
+        // The crashed shard's connections are gone with it: their owners see the event channel close.
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), rx_a.recv()).await;
+        assert!(matches!(closed, Ok(None)), "a's events after the crash: {:?}", closed.map(|e| e.is_some()));
+        assert!(!a.shard.is_alive());
+        assert!(matches!(a.create_offer().await, Err(PeerError::ShardDown)));
+        // The other shard goes on, and takes the failed shard's room when its participants come back.
+        assert!(b.create_offer().await.is_ok(), "the other shard still answers");
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let again = sfu.create_peer("room-a", "a".into(), tx).await.unwrap();
+        assert_eq!(again.shard.index, b.shard.index);
+    }
 }

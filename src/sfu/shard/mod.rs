@@ -61,6 +61,9 @@ pub(crate) enum Command {
     Subscribed { conn: ConnId, reply: Reply<Vec<String>> },
     RequestKeyframes { conn: ConnId },
     Close { conn: ConnId },
+    /// Makes the shard panic: the isolation test's stand-in for a bug.
+    #[cfg(test)]
+    Crash,
 }
 
 /// The control side's handle on a shard.
@@ -104,18 +107,28 @@ pub(crate) fn spawn(
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let waker = transport.waker();
     let alive = Arc::new(AtomicBool::new(true));
-    let flag = Arc::clone(&alive);
+    let flag = AliveFlag(Arc::clone(&alive));
     std::thread::Builder::new().name(format!("sfu-shard-{index}")).spawn(move || {
-        let shard = Shard::new(index, transport, config, stats, rx);
+        let shard = Shard::new(flag, index, transport, config, stats, rx);
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || shard.run())).is_err() {
             tracing::error!(shard = index, "media shard failed; its visits end, other shards go on");
         }
-        flag.store(false, Ordering::Relaxed);
     })?;
     Ok(ShardHandle { index, commands: tx, waker, alive, peers: AtomicUsize::new(0) })
 }
 
+/// Marks the shard dead when dropped: the first field of `Shard`, so it is cleared before the connections (and
+/// their event channels, which tell their participants) are dropped, whether the loop returned or panicked.
+struct AliveFlag(Arc<AtomicBool>);
+
+impl Drop for AliveFlag {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 struct Shard {
+    _alive: AliveFlag,
     index: usize,
     transport: Box<dyn Transport>,
     config: SfuConfig,
@@ -137,6 +150,7 @@ struct Shard {
 
 impl Shard {
     fn new(
+        alive: AliveFlag,
         index: usize,
         transport: Box<dyn Transport>,
         config: SfuConfig,
@@ -144,6 +158,7 @@ impl Shard {
         commands: mpsc::Receiver<Command>,
     ) -> Self {
         Self {
+            _alive: alive,
             index,
             transport,
             config,
@@ -447,6 +462,8 @@ impl Shard {
                 }
             }
             Command::Close { conn } => self.close(conn),
+            #[cfg(test)]
+            Command::Crash => panic!("shard {} crashed on purpose", self.index),
         }
     }
 
