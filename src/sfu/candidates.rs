@@ -1,5 +1,6 @@
 //! ICE candidates: ours (host candidates on a shard's addresses) and the signaling protocol's form of any.
 
+use rtc::ice::candidate::candidate_server_reflexive::CandidateServerReflexiveConfig;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit};
 use signaling::IceCandidate;
 use std::net::SocketAddr;
@@ -17,7 +18,29 @@ pub fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, rtc::shar
         ..Default::default()
     }
     .new_candidate_host()?;
-    let mut init = RTCIceCandidate::from(&candidate).to_json()?;
+    bundled(RTCIceCandidate::from(&candidate).to_json()?)
+}
+
+/// A UDP server-reflexive candidate: `seen` is the address a STUN server saw for the local socket `base`.
+pub fn srflx_candidate(seen: SocketAddr, base: SocketAddr) -> Result<RTCIceCandidateInit, rtc::shared::error::Error> {
+    let candidate = CandidateServerReflexiveConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: seen.ip().to_string(),
+            port: seen.port(),
+            component: 1,
+            ..Default::default()
+        },
+        rel_addr: base.ip().to_string(),
+        rel_port: base.port(),
+        url: None,
+    }
+    .new_candidate_server_reflexive()?;
+    bundled(RTCIceCandidate::from(&candidate).to_json()?)
+}
+
+/// Marks a candidate as the first (bundled) media section's.
+fn bundled(mut init: RTCIceCandidateInit) -> Result<RTCIceCandidateInit, rtc::shared::error::Error> {
     init.sdp_mid = Some("0".to_owned());
     init.sdp_mline_index = Some(0);
     Ok(init)

@@ -21,6 +21,7 @@ pub mod keyframe;
 pub mod memnet;
 mod rewrite;
 mod shard;
+mod stun;
 pub mod stats;
 mod timers;
 mod transport;
@@ -111,10 +112,6 @@ impl Sfu {
             && usize::from(hi - lo) + 1 < count
         {
             anyhow::bail!("RTC_UDP_PORTS={lo}-{hi} has fewer ports than the {count} media shards (RTC_SHARDS)");
-        }
-        if !config.stun_urls.is_empty() {
-            // Not yet: the shards would have to query STUN from their own sockets. Said loudly rather than ignored.
-            tracing::warn!("RTC_STUN_URLS is not used by the media shards yet; set RTC_PUBLIC_IP for a 1:1 NAT");
         }
         let stats = Arc::new(SfuStats::default());
         let mut shards = Vec::with_capacity(count);

@@ -5,7 +5,7 @@
 use super::super::PeerEvent;
 use super::super::keyframe::KeyframeRequestMarker;
 use super::super::{PeerError, SfuConfig};
-use crate::sfu::candidates::{candidate_to_signal, host_candidate};
+use crate::sfu::candidates::{candidate_to_signal, host_candidate, srflx_candidate};
 use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Registry, Slot};
 use rtc::media_stream::MediaStreamTrackId;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -50,6 +50,8 @@ pub struct Conn {
     pub ufrag: String,
     local_addrs: Vec<SocketAddr>,
     public: Option<SocketAddr>,
+    /// (address seen from outside, local socket) pairs the shard learned from STUN.
+    srflx: Vec<(SocketAddr, SocketAddr)>,
     /// Server offers applied so far; the n-th is generation n.
     pub offers: u64,
     /// The generation of the last offer the client answered: a subscription added before offer n starts
@@ -100,6 +102,7 @@ impl Conn {
         participant: String,
         events: mpsc::UnboundedSender<PeerEvent>,
         local_addrs: Vec<SocketAddr>,
+        srflx: Vec<(SocketAddr, SocketAddr)>,
         config: &SfuConfig,
         now: Instant,
     ) -> Result<Self, PeerError> {
@@ -132,6 +135,7 @@ impl Conn {
             ufrag,
             local_addrs,
             public,
+            srflx,
             offers: 0,
             answered: 0,
             inbound: HashMap::default(),
@@ -162,8 +166,10 @@ impl Conn {
             return Ok(());
         }
         let addrs: Vec<SocketAddr> = self.public.iter().chain(&self.local_addrs).copied().collect();
-        for addr in addrs {
-            let init = host_candidate(addr).map_err(PeerError::engine)?;
+        let hosts = addrs.into_iter().map(host_candidate);
+        let reflexive = self.srflx.iter().map(|(seen, base)| srflx_candidate(*seen, *base));
+        for init in hosts.chain(reflexive).collect::<Vec<_>>() {
+            let init = init.map_err(PeerError::engine)?;
             self.pc.add_local_candidate(init.clone()).map_err(PeerError::candidate)?;
             let _ = self.events.send(PeerEvent::Candidate(candidate_to_signal(init)));
         }

@@ -18,6 +18,7 @@ use super::demux::Demux;
 use super::dtls_hello;
 use super::memnet::Datagram;
 use super::stats::SfuStats;
+use super::stun::StunProbe;
 use super::timers::Timers;
 use super::transport::{Transport, Waker};
 use super::{PeerError, PeerEvent, PublishedTrack, SfuConfig};
@@ -146,6 +147,7 @@ struct Shard {
     dirty: Vec<ConnId>,
     rx: Vec<Datagram>,
     tx: Vec<Datagram>,
+    stun: StunProbe,
 }
 
 impl Shard {
@@ -157,7 +159,9 @@ impl Shard {
         stats: Arc<SfuStats>,
         commands: mpsc::Receiver<Command>,
     ) -> Self {
+        let stun = StunProbe::new(&config.stun_urls, Instant::now());
         Self {
+            stun,
             _alive: alive,
             index,
             transport,
@@ -173,6 +177,7 @@ impl Shard {
             dirty: Vec::new(),
             rx: Vec::with_capacity(256),
             tx: Vec::with_capacity(1024),
+
         }
     }
 
@@ -215,6 +220,8 @@ impl Shard {
             }
             self.rx = rx;
             let now = Instant::now();
+            let locals = self.transport.local_addrs().to_vec();
+            self.stun.poll(now, &locals, &mut self.tx);
             while let Some(id) = self.timers.pop_due(now) {
                 if let Some(conn) = self.conns.get_mut(&id) {
                     let _ = conn.pc.handle_timeout(now);
@@ -225,7 +232,10 @@ impl Shard {
             self.process(now);
             self.flush();
             if !busy {
-                let deadline = self.timers.next();
+                let deadline = match (self.timers.next(), self.stun.deadline()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 if let Err(e) = self.transport.wait(deadline) {
                     tracing::warn!(shard = self.index, error = %e, "media socket wait failed");
                 }
@@ -234,6 +244,9 @@ impl Shard {
     }
 
     fn datagram(&mut self, d: Datagram) {
+        if self.stun.handle(&d) {
+            return;
+        }
         let Some(id) = self.demux.route(d.to, d.from, &d.data) else { return };
         let Some(conn) = self.conns.get_mut(&id) else { return };
         if !conn.srtp_known
@@ -419,7 +432,8 @@ impl Shard {
     fn command(&mut self, cmd: Command, now: Instant) {
         match cmd {
             Command::Create { participant, events, reply } => {
-                let result = Conn::new(participant, events, self.transport.local_addrs().to_vec(), &self.config, now)
+                let locals = self.transport.local_addrs().to_vec();
+                let result = Conn::new(participant, events, locals, self.stun.mapped(), &self.config, now)
                     .map(|conn| {
                         let id = ConnId(self.next_id);
                         self.next_id += 1;
