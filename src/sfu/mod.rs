@@ -11,6 +11,7 @@
 //! - `transport`, `udp`, `memnet`: where datagrams go: batched UDP, or memory for benchmarks.
 //! - `gop`, `keyframe`, `codec`: keyframe cache for late viewers, keyframe requests and their throttle.
 
+mod api;
 mod candidates;
 mod codec;
 mod config;
@@ -27,11 +28,11 @@ mod timers;
 mod transport;
 mod udp;
 
+pub use api::{PeerError, PeerEvent, PublishedTrack};
 pub use candidates::{candidate_from_signal, candidate_to_signal};
 pub use config::SfuConfig;
 pub use stats::{SfuStats, SfuStatsSnapshot};
 
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use shard::{Command, ShardConnId, ShardHandle};
 use signaling::IceCandidate;
 use std::collections::HashMap;
@@ -40,59 +41,6 @@ use std::sync::{Arc, Mutex};
 use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 use transport::{MemTransport, Transport};
-
-/// What a peer connection reports to whoever owns it.
-#[derive(Clone)]
-pub enum PeerEvent {
-    /// A local ICE candidate to trickle to the client.
-    Candidate(IceCandidate),
-    /// The client started publishing a track.
-    TrackPublished(Arc<PublishedTrack>),
-    /// A published track ended (renegotiated away, or the connection closed).
-    TrackEnded(String),
-    Connected,
-    /// ICE/DTLS failed, or the connection's shard stopped; the client has to rejoin.
-    Failed,
-}
-
-/// A track someone publishes, ready to be subscribed to by others in the same room.
-#[derive(Debug)]
-pub struct PublishedTrack {
-    /// Unique within the SFU: `<publisher>-<kind>-<n>`.
-    pub id: String,
-    /// The publisher's participant id; subscribers see it as the MediaStream id.
-    pub publisher: String,
-    pub kind: RtpCodecKind,
-    pub codec: RTCRtpCodec,
-    /// The shard forwarding it (the room's).
-    pub shard: usize,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PeerError {
-    #[error("invalid session description: {0}")]
-    Sdp(String),
-    #[error("invalid ICE candidate: {0}")]
-    Candidate(String),
-    #[error("media engine: {0}")]
-    Engine(String),
-    #[error("the peer connection is closed")]
-    Closed,
-    #[error("the media shard stopped")]
-    ShardDown,
-}
-
-impl PeerError {
-    pub(crate) fn sdp(e: impl std::fmt::Display) -> Self {
-        Self::Sdp(e.to_string())
-    }
-    pub(crate) fn candidate(e: impl std::fmt::Display) -> Self {
-        Self::Candidate(e.to_string())
-    }
-    pub(crate) fn engine(e: impl std::fmt::Display) -> Self {
-        Self::Engine(e.to_string())
-    }
-}
 
 pub struct Sfu {
     bind_ips: Vec<IpAddr>,

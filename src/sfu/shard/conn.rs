@@ -2,9 +2,9 @@
 //! negotiation bookkeeping around it. It never touches a socket: the shard feeds it datagrams and timeouts and
 //! sends what it writes.
 
-use super::super::PeerEvent;
 use super::super::keyframe::KeyframeRequestMarker;
-use super::super::{PeerError, SfuConfig};
+use super::super::api::{PeerError, PeerEvent};
+use super::super::config::SfuConfig;
 use crate::sfu::candidates::{candidate_to_signal, host_candidate, srflx_candidate};
 use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Registry, Slot};
 use rtc::media_stream::MediaStreamTrackId;

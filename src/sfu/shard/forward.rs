@@ -13,7 +13,7 @@ use super::super::keyframe::{KeyframeThrottle, KeyframeWait};
 use super::super::rewrite::Rewriter;
 use super::super::stats::SfuStats;
 use super::conn::{Conn, ConnId};
-use crate::sfu::PublishedTrack;
+use super::super::api::PublishedTrack;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
