@@ -348,7 +348,7 @@ const BYTES_FORWARDED: Live = Live {
 };
 const PACKETS_SKIPPED: Live = Live {
     name: "telehealth_sfu_packets_skipped_total",
-    help: "RTP packets a lagging subscriber skipped.",
+    help: "RTP packets a subscriber's connection refused (renegotiation in flight); it resyncs on a keyframe.",
     kind: MetricType::COUNTER,
     label: None,
 };

@@ -9,7 +9,8 @@ pub struct SfuStats {
     /// RTP packets written to subscribers.
     pub packets_out: AtomicU64,
     pub bytes_out: AtomicU64,
-    /// Packets a lagging subscriber skipped.
+    /// Packets a subscriber's leg refused (renegotiation in flight); it resyncs on a keyframe. No subscriber is
+    /// ever queued for, so none lags behind.
     pub packets_skipped: AtomicU64,
     /// PLI/FIR received from viewers.
     pub viewer_keyframe_requests: AtomicU64,

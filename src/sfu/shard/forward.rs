@@ -138,6 +138,7 @@ impl Published {
             let is_keyframe = if sub.keyframe.waiting() { starts_keyframe } else { None };
             if !(sent && write(conn, sub, packet.clone(), source, clock_hz, stats, now)) {
                 // The leg refused it (renegotiation in flight): look the payload type up again and resync.
+                stats.packets_skipped.fetch_add(1, Ordering::Relaxed);
                 sub.payload_type = None;
                 sub.keyframe = KeyframeWait::new(video);
                 continue;
