@@ -260,13 +260,15 @@ export async function liveStreams(page, ms = 2000) {
  * Playwright starts the executable itself); `loopback`: whether it may pair with loopback candidates (a real
  * browser does not).
  */
-export function launchBrowser({ netns = null, loopback = true } = {}) {
+export async function launchBrowser({ netns = null, loopback = true } = {}) {
   let executablePath = chromiumPath;
+  let wrapperDir = null;
   if (netns) {
-    executablePath = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'chromium-netns-')), 'chromium');
+    wrapperDir = fs.mkdtempSync(path.join(os.tmpdir(), 'chromium-netns-'));
+    executablePath = path.join(wrapperDir, 'chromium');
     fs.writeFileSync(executablePath, `#!/bin/sh\nexec ip netns exec ${netns} ${chromiumPath} "$@"\n`, { mode: 0o755 });
   }
-  return chromium.launch({
+  const browser = await chromium.launch({
     executablePath,
     headless: true,
     args: [
@@ -285,6 +287,8 @@ export function launchBrowser({ netns = null, loopback = true } = {}) {
       ...(loopback ? ['--allow-loopback-in-peer-connection'] : []),
     ],
   });
+  if (wrapperDir) browser.on('disconnected', () => fs.rmSync(wrapperDir, { recursive: true, force: true }));
+  return browser;
 }
 
 export function checkPrerequisites(...bins) {
