@@ -13,7 +13,8 @@ pub type Waker = Arc<dyn Fn() + Send + Sync>;
 pub trait Transport: Send {
     /// The addresses this shard receives on (its host candidates).
     fn local_addrs(&self) -> &[SocketAddr];
-    /// Appends every datagram that has arrived (`to` is the local address); never blocks.
+    /// Appends every datagram that has arrived (`to` is the local address); never blocks. Leaves nothing unread
+    /// that `wait` would not report: the shard sleeps right after.
     fn recv(&mut self, out: &mut Vec<Datagram>) -> io::Result<()>;
     /// Sends the batch (`from` is the local address to send from) and empties it.
     fn send(&mut self, batch: &mut Vec<Datagram>);

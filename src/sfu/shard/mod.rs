@@ -185,13 +185,9 @@ impl Shard {
     fn run(mut self) {
         loop {
             let now = Instant::now();
-            let mut busy = false;
             loop {
                 match self.commands.try_recv() {
-                    Ok(cmd) => {
-                        busy = true;
-                        self.command(cmd, now);
-                    }
+                    Ok(cmd) => self.command(cmd, now),
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     // The SFU is gone: close everything and stop.
                     Err(mpsc::error::TryRecvError::Disconnected) => {
@@ -207,7 +203,6 @@ impl Shard {
             if let Err(e) = self.transport.recv(&mut self.rx) {
                 tracing::warn!(shard = self.index, error = %e, "media socket read failed");
             }
-            busy |= !self.rx.is_empty();
             // In slices, each forwarded and sent before the next is read in: a burst of arrivals then leaves as
             // it is processed, not all at the end (a slice's output is still one batch of system calls).
             let mut rx = std::mem::take(&mut self.rx);
@@ -221,8 +216,7 @@ impl Shard {
             }
             self.rx = rx;
             let now = Instant::now();
-            let locals = self.transport.local_addrs().to_vec();
-            self.stun.poll(now, &locals, &mut self.tx);
+            self.stun.poll(now, self.transport.local_addrs(), &mut self.tx);
             while let Some(id) = self.timers.pop_due(now) {
                 if let Some(conn) = self.conns.get_mut(&id) {
                     let _ = conn.pc.handle_timeout(now);
@@ -232,14 +226,15 @@ impl Shard {
             }
             self.process(now);
             self.flush();
-            if !busy {
-                let deadline = match (self.timers.next(), self.stun.deadline()) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                if let Err(e) = self.transport.wait(deadline) {
-                    tracing::warn!(shard = self.index, error = %e, "media socket wait failed");
-                }
+            // Straight to sleep, even after a busy pass: `recv` left the sockets drained, so anything that arrived
+            // since, like a command's wake-up, ends the wait at once (epoll is edge-triggered). A pass that found
+            // work thus costs no extra read that finds nothing, one system call per packet at light load.
+            let deadline = match (self.timers.next(), self.stun.deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Err(e) = self.transport.wait(deadline) {
+                tracing::warn!(shard = self.index, error = %e, "media socket wait failed");
             }
         }
     }
