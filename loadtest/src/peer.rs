@@ -21,7 +21,6 @@ use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit};
 use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -30,11 +29,12 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use signaling::{ClientMessage, IceCandidate, ServerMessage};
+use signaling::{ClientMessage, ServerMessage};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use telehealth_gateway::sfu::keyframe::{KeyframeRequestMarker, is_keyframe_request};
+use telehealth_gateway::sfu::{candidate_from_signal, candidate_to_signal, host_candidate};
 
 /// Largest RTP payload written: room for RTP, SRTP and UDP/IP headers under a 1,280-byte path MTU.
 const MAX_PAYLOAD: usize = 1200;
@@ -155,26 +155,6 @@ fn codec(kind: RtpCodecKind) -> RTCRtpCodecParameters {
     }
 }
 
-/// The signaling form of a webrtc-rs candidate, and back.
-pub fn candidate_to_signal(init: RTCIceCandidateInit) -> IceCandidate {
-    IceCandidate {
-        candidate: init.candidate,
-        sdp_mid: init.sdp_mid,
-        sdp_mline_index: init.sdp_mline_index,
-        username_fragment: init.username_fragment,
-    }
-}
-
-fn candidate_from_signal(c: IceCandidate) -> RTCIceCandidateInit {
-    RTCIceCandidateInit {
-        candidate: c.candidate,
-        sdp_mid: c.sdp_mid,
-        sdp_mline_index: c.sdp_mline_index,
-        username_fragment: c.username_fragment,
-        ..Default::default()
-    }
-}
-
 impl ClientPeer {
     /// A peer on `local` that publishes audio and video. Returns it with the messages to send the server: the
     /// offer and the peer's one host candidate.
@@ -220,20 +200,7 @@ impl ClientPeer {
         let offer = pc.create_offer(None)?;
         let sdp = offer.sdp.clone();
         pc.set_local_description(now, offer)?;
-        let host = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: local.ip().to_string(),
-                port: local.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()?;
-        let mut init = RTCIceCandidate::from(&host).to_json()?;
-        init.sdp_mid = Some("0".into());
-        init.sdp_mline_index = Some(0);
+        let init = host_candidate(local)?;
         pc.add_local_candidate(init.clone())?;
         let out = vec![
             ClientMessage::Offer { sdp },

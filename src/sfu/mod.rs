@@ -29,7 +29,7 @@ mod transport;
 mod udp;
 
 pub use api::{PeerError, PeerEvent, PublishedTrack};
-pub use candidates::{candidate_from_signal, candidate_to_signal};
+pub use candidates::{candidate_from_signal, candidate_to_signal, host_candidate};
 pub use config::SfuConfig;
 pub use stats::{SfuStats, SfuStatsSnapshot};
 
