@@ -68,7 +68,7 @@ impl MemNet {
         let flush = |run: &mut Option<(Arc<Inbox>, Vec<Datagram>)>, delivered: &mut u64, dropped: &mut u64| {
             if let Some((inbox, datagrams)) = run.take() {
                 let n = datagrams.len() as u64;
-                let ok = inbox.push_all(datagrams);
+                let ok = inbox.push_all(datagrams.into_iter());
                 *delivered += ok;
                 *dropped += n - ok;
             }
@@ -129,30 +129,16 @@ impl Inbox {
     }
 
     fn push(&self, datagram: Datagram) -> bool {
-        let (waker, sleeping) = {
-            let mut state = self.lock();
-            if state.queue.len() >= self.capacity {
-                return false;
-            }
-            state.queue.push_back(datagram);
-            (state.waker.take(), state.sleepers > 0)
-        };
-        if sleeping {
-            self.ready.notify_one();
-        }
-        if let Some(w) = waker {
-            w.wake();
-        }
-        true
+        self.push_all(std::iter::once(datagram)) == 1
     }
 
     /// Queues datagrams (as many as fit) with one wake-up; returns how many were queued.
-    fn push_all(&self, datagrams: Vec<Datagram>) -> u64 {
+    fn push_all(&self, datagrams: impl ExactSizeIterator<Item = Datagram>) -> u64 {
         let (queued, waker, sleeping) = {
             let mut state = self.lock();
             let room = self.capacity.saturating_sub(state.queue.len());
             let queued = datagrams.len().min(room);
-            state.queue.extend(datagrams.into_iter().take(queued));
+            state.queue.extend(datagrams.take(queued));
             (queued as u64, if queued > 0 { state.waker.take() } else { None }, state.sleepers > 0)
         };
         if queued > 0 && sleeping {

@@ -11,6 +11,7 @@
 use super::memnet::Datagram;
 use super::transport::{Transport, Waker};
 use bytes::BytesMut;
+use std::borrow::Borrow;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, SockAddr, SockAddrStorage, Socket, Type};
@@ -128,30 +129,27 @@ impl UdpTransport {
     }
 
     /// Sends `batch[..]` (all for socket `i`) with as few `sendmmsg` calls as it takes.
-    fn send_socket(&mut self, i: usize, batch: &[&Datagram]) {
+    /// On the packet path, so nothing here allocates: the headers of each call live on the stack, as `recv`'s do.
+    fn send_socket<D: Borrow<Datagram>>(&self, i: usize, batch: &[D]) {
         let fd = self.sockets[i].as_raw_fd();
         let mut sent = 0;
         let mut retried = false;
         while sent < batch.len() {
             let chunk = &batch[sent..(sent + BATCH).min(batch.len())];
-            let names: Vec<SockAddr> = chunk.iter().map(|d| SockAddr::from(d.to)).collect();
-            let mut iovs: Vec<libc::iovec> = chunk
-                .iter()
-                .map(|d| libc::iovec { iov_base: d.data.as_ptr() as *mut _, iov_len: d.data.len() })
-                .collect();
+            let names: [Option<SockAddr>; BATCH] = std::array::from_fn(|k| chunk.get(k).map(|d| SockAddr::from(d.borrow().to)));
             // SAFETY: the headers point into `names`, `iovs` and the datagrams' buffers, all alive across the call;
-            // sendmmsg only reads them.
-            let mut hdrs: Vec<libc::mmsghdr> = (0..chunk.len())
-                .map(|k| {
-                    let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                    h.msg_hdr.msg_name = names[k].as_ptr() as *mut _;
-                    h.msg_hdr.msg_namelen = names[k].len();
-                    h.msg_hdr.msg_iov = &mut iovs[k];
-                    h.msg_hdr.msg_iovlen = 1;
-                    h
-                })
-                .collect();
-            let n = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), hdrs.len() as _, 0) };
+            // sendmmsg only reads them, and only the first `chunk.len()`.
+            let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+            let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+            for (k, (d, name)) in chunk.iter().zip(&names).enumerate() {
+                let (d, name) = (d.borrow(), name.as_ref().expect("one name per datagram of the chunk"));
+                iovs[k] = libc::iovec { iov_base: d.data.as_ptr() as *mut _, iov_len: d.data.len() };
+                hdrs[k].msg_hdr.msg_name = name.as_ptr() as *mut _;
+                hdrs[k].msg_hdr.msg_namelen = name.len();
+                hdrs[k].msg_hdr.msg_iov = &mut iovs[k];
+                hdrs[k].msg_hdr.msg_iovlen = 1;
+            }
+            let n = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), chunk.len() as _, 0) };
             if n > 0 {
                 sent += n as usize;
                 continue;
@@ -194,8 +192,7 @@ impl Transport for UdpTransport {
 
     fn send(&mut self, batch: &mut Vec<Datagram>) {
         if self.sockets.len() == 1 {
-            let all: Vec<&Datagram> = batch.iter().collect();
-            self.send_socket(0, &all);
+            self.send_socket(0, batch);
         } else {
             for i in 0..self.sockets.len() {
                 let mine: Vec<&Datagram> = batch.iter().filter(|d| self.socket_for(d.from) == i).collect();

@@ -206,14 +206,15 @@ impl Shard {
             // In slices, each forwarded and sent before the next is read in: a burst of arrivals then leaves as
             // it is processed, not all at the end (a slice's output is still one batch of system calls).
             let mut rx = std::mem::take(&mut self.rx);
-            while !rx.is_empty() {
-                let slice: Vec<Datagram> = rx.drain(..rx.len().min(RECV_SLICE)).collect();
-                for d in slice {
+            let mut arrivals = rx.drain(..).peekable();
+            while arrivals.peek().is_some() {
+                for d in arrivals.by_ref().take(RECV_SLICE) {
                     self.datagram(d);
                 }
                 self.process(Instant::now());
                 self.flush();
             }
+            drop(arrivals);
             self.rx = rx;
             let now = Instant::now();
             self.stun.poll(now, self.transport.local_addrs(), &mut self.tx);
@@ -307,16 +308,7 @@ impl Shard {
         for id in self.dirty.drain(..) {
             let Some(conn) = self.conns.get_mut(&id) else { continue };
             conn.dirty = false;
-            while let Some(w) = conn.pc.poll_write() {
-                if !conn.srtp_known
-                    && let Some(profile) = dtls_hello::server_hello_profile(&w.message)
-                {
-                    conn.srtp_known = true;
-                    tracing::debug!(shard = self.index, profile = profile.name(), "SRTP profile chosen");
-                    self.stats.count_srtp_profile(profile.name());
-                }
-                self.tx.push(Datagram { from: w.transport.local_addr, to: w.transport.peer_addr, data: w.message });
-            }
+            queue_writes(conn, &mut self.tx, &self.stats);
             if std::mem::take(&mut conn.rearm) {
                 self.timers.set(id, conn.pc.poll_timeout());
             }
@@ -540,10 +532,23 @@ impl Shard {
         self.demux.remove(id);
         self.timers.remove(id);
         let _ = conn.pc.close();
-        while let Some(w) = conn.pc.poll_write() {
-            self.tx.push(Datagram { from: w.transport.local_addr, to: w.transport.peer_addr, data: w.message });
-        }
+        queue_writes(&mut conn, &mut self.tx, &self.stats);
         self.stats.peer_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Moves everything the connection wrote into the send batch. Our ServerHello among it names the SRTP profile the
+/// handshake chose, which webrtc-rs does not report otherwise: counted once per connection.
+fn queue_writes(conn: &mut Conn, tx: &mut Vec<Datagram>, stats: &SfuStats) {
+    while let Some(w) = conn.pc.poll_write() {
+        if !conn.srtp_known
+            && let Some(profile) = dtls_hello::server_hello_profile(&w.message)
+        {
+            conn.srtp_known = true;
+            tracing::debug!(profile = profile.name(), "SRTP profile chosen");
+            stats.count_srtp_profile(profile.name());
+        }
+        tx.push(Datagram { from: w.transport.local_addr, to: w.transport.peer_addr, data: w.message });
     }
 }
 
