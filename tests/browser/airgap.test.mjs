@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as h from './harness.mjs';
-import { artifacts, eventually } from './harness.mjs';
+import { eventually } from './harness.mjs';
 
 const apiKey = randomBytes(24).toString('base64url').slice(0, 32);
 // Outside CI a machine without root cannot make the namespace: say so and skip. In CI it must run.
@@ -38,15 +38,8 @@ before(async () => {
 });
 
 after(async () => {
-  if (pageConsole.length) fs.writeFileSync(path.join(artifacts, 'airgap-page-console.log'), pageConsole.join('\n') + '\n');
-  await browser?.close().catch(() => {});
-  if (server) {
-    fs.writeFileSync(path.join(artifacts, 'airgap-server.log'), server.output());
-    if (server.proc.exitCode === null && server.proc.signalCode === null) server.proc.kill('SIGKILL');
-    await server.exited;
-  }
+  await h.teardown({ prefix: 'airgap-', browser, server, tmp, pageConsole });
   netns?.remove();
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 });
 
 test('with no default route, two pages on the LAN address see and hear each other', { skip }, async () => {

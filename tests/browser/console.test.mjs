@@ -79,14 +79,8 @@ before(async () => {
 });
 
 after(async () => {
-  if (pageConsole.length) fs.writeFileSync(path.join(artifacts, 'console-page-console.log'), pageConsole.join('\n') + '\n');
-  await browser?.close().catch(() => {});
-  if (server) {
-    fs.writeFileSync(path.join(artifacts, 'console-server.log'), server.output());
-    if (server.proc.exitCode === null && server.proc.signalCode === null) server.proc.kill('SIGKILL');
-  }
   smtp?.proc.kill('SIGKILL');
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  await h.teardown({ prefix: 'console-', browser, server, tmp, pageConsole });
 });
 
 test('signed out, the console shows the sign-in form and refuses a wrong key with a message', async () => {

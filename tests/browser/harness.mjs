@@ -341,3 +341,19 @@ export function makeNetns() {
   }
   return { name, address: `${subnet}.2`, remove };
 }
+
+/**
+ * The end of a test file: saves the pages' console lines and the server's output under `artifacts` (as
+ * `<prefix>page-console.log` and `<prefix>server.log`), closes the browser, kills a server still running, waits
+ * for it and removes its data folder.
+ */
+export async function teardown({ prefix = '', browser, server, tmp, pageConsole = [] }) {
+  if (pageConsole.length) fs.writeFileSync(path.join(artifacts, `${prefix}page-console.log`), pageConsole.join('\n') + '\n');
+  await browser?.close().catch(() => {});
+  if (server) {
+    fs.writeFileSync(path.join(artifacts, `${prefix}server.log`), server.output());
+    if (server.proc.exitCode === null && server.proc.signalCode === null) server.proc.kill('SIGKILL');
+    await server.exited;
+  }
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+}

@@ -66,15 +66,7 @@ before(async () => {
   browser = await h.launchBrowser();
 });
 
-after(async () => {
-  if (pageConsole.length) fs.writeFileSync(path.join(artifacts, 'page-console.log'), pageConsole.join('\n') + '\n');
-  await browser?.close().catch(() => {});
-  if (server) {
-    fs.writeFileSync(path.join(artifacts, 'server.log'), server.output());
-    if (server.proc.exitCode === null && server.proc.signalCode === null) server.proc.kill('SIGKILL');
-  }
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-});
+after(() => h.teardown({ browser, server, tmp, pageConsole }));
 
 // ---- tests --------------------------------------------------------------------------------------------------
 

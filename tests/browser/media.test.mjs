@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as h from './harness.mjs';
-import { artifacts, eventually } from './harness.mjs';
+import { eventually } from './harness.mjs';
 
 const apiKey = randomBytes(24).toString('base64url').slice(0, 32);
 const NAMES = ['Dr. Rivera', 'Sam Patient', 'Interpreter Lee'];
@@ -49,15 +49,7 @@ before(async () => {
   link = baseUrl + json.link;
 });
 
-after(async () => {
-  if (pageConsole.length) fs.writeFileSync(path.join(artifacts, 'media-page-console.log'), pageConsole.join('\n') + '\n');
-  await browser?.close().catch(() => {});
-  if (server) {
-    fs.writeFileSync(path.join(artifacts, 'media-server.log'), server.output());
-    if (server.proc.exitCode === null && server.proc.signalCode === null) server.proc.kill('SIGKILL');
-  }
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-});
+after(() => h.teardown({ prefix: 'media-', browser, server, tmp, pageConsole }));
 
 test('three participants each decode both others and hear both', async () => {
   for (const name of NAMES) {
