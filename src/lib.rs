@@ -4,9 +4,9 @@
 //! `cli` → `config` → `http` (api, ws) → `meetings` → `room` → `sfu`; `meetings` → `store`, `auth`, `metrics`;
 //! `appointments` → `meetings`, `notify` (templates), `store`; `notify` (outbox worker, SMTP, SNS) → `store`;
 //! `meetings` holds the backends (local SFU, Chime via aws-sdk-chimesdkmeetings) behind one service;
-//! `http` → `metrics` (reads `room` and `sfu` when scraped);
-//! `cli` → `loadtest` (a client of a running gateway: `signaling`'s client, the JSON API, `/metrics`; from the
-//! gateway itself it borrows only `sfu`'s RTP-track and ICE-candidate helpers for its webrtc-rs peers).
+//! `http` → `metrics` (reads `room` and `sfu` when scraped).
+//! The load generator is a crate of its own (`loadtest/`, binary `telehealth-loadtest`); from this one it borrows
+//! the ICE-candidate and keyframe-request helpers of `sfu`, and the in-memory network for its benchmark.
 
 pub mod app;
 pub mod appointments;
@@ -16,7 +16,6 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod ids;
-pub mod loadtest;
 pub mod meetings;
 pub mod metrics;
 pub mod notify;

@@ -139,7 +139,7 @@ fn main() -> anyhow::Result<()> {
     let mut delays = stats.delays_us.clone();
     delays.sort_unstable();
     let pct = |q: f64| delays.get(((delays.len() as f64 * q) as usize).min(delays.len().saturating_sub(1))).copied().unwrap_or(0);
-    let loss = stats.packets_lost.saturating_sub(stats.packets_late) as f64 / (stats.packets_received.max(1)) as f64;
+    let loss = stats.packets_lost as f64 / (stats.packets_expected.max(1)) as f64;
     println!(
         "forwarding-mem {label}: {rooms} rooms x {size} (fan-out {fanout}), video {kbps} kbps @ {fps} fps; \
          connected in {connect:.2?}\n  \

@@ -9,6 +9,7 @@
 //! it receives: sequence continuity per track and the integrity of every payload.
 
 use crate::payload::{self, Check, Shape};
+use crate::sequence::SequenceTracker;
 use bytes::BytesMut;
 use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::{MediaStreamTrack, MediaStreamTrackId};
@@ -46,8 +47,6 @@ const VIDEO_CLOCK_HZ: u64 = 90_000;
 /// A periodic keyframe, as a browser's encoder sends without being asked.
 const KEYFRAME_INTERVAL: Duration = Duration::from_secs(3);
 const KEYFRAME_MARKER_SLOT: Slot = Slot::Custom(20_000);
-/// A gap this large is a restart of the stream, not loss.
-const MAX_GAP: u16 = 1000;
 
 #[derive(Debug, Clone)]
 pub struct MediaOptions {
@@ -66,10 +65,17 @@ impl Default for MediaOptions {
 #[derive(Debug, Clone, Default)]
 pub struct PeerStats {
     pub packets_sent: u64,
+    /// RTP payload bytes, as the SFU's byte counters count them.
+    pub bytes_sent: u64,
     pub packets_received: u64,
     pub bytes_received: u64,
-    /// Sequence numbers never seen (gaps), per received track.
+    /// Sequence numbers never seen, per received track (`sequence`: a gap filled within 128 packets, e.g. by a
+    /// retransmission, is not loss).
     pub packets_lost: u64,
+    /// Per received track: highest extended sequence number − first + 1, summed.
+    pub packets_expected: u64,
+    /// Remote tracks opened (cumulative).
+    pub tracks_opened: u64,
     /// Arrived after a later one (reordered or retransmitted late).
     pub packets_late: u64,
     pub packets_corrupt: u64,
@@ -83,9 +89,12 @@ pub struct PeerStats {
 impl PeerStats {
     pub fn add(&mut self, o: &PeerStats) {
         self.packets_sent += o.packets_sent;
+        self.bytes_sent += o.bytes_sent;
         self.packets_received += o.packets_received;
         self.bytes_received += o.bytes_received;
         self.packets_lost += o.packets_lost;
+        self.packets_expected += o.packets_expected;
+        self.tracks_opened += o.tracks_opened;
         self.packets_late += o.packets_late;
         self.packets_corrupt += o.packets_corrupt;
         self.packets_foreign += o.packets_foreign;
@@ -109,7 +118,23 @@ struct Sender {
 
 #[derive(Default)]
 struct Receiver {
-    highest: Option<u16>,
+    sequence: SequenceTracker,
+}
+
+impl Receiver {
+    /// Moves what the tracker counted into `stats`.
+    fn publish(&mut self, stats: &mut PeerStats) {
+        stats.packets_lost += std::mem::take(&mut self.sequence.lost);
+        stats.packets_expected += std::mem::take(&mut self.sequence.expected);
+    }
+
+    /// The track ended: its open gaps are loss now.
+    fn finish(mut self, stats: &mut PeerStats) {
+        if self.sequence.started {
+            self.sequence.finish();
+        }
+        self.publish(stats);
+    }
 }
 
 pub struct ClientPeer {
@@ -306,6 +331,9 @@ impl ClientPeer {
     }
 
     pub fn close(&mut self) {
+        for (_, r) in self.receivers.drain() {
+            r.finish(&mut self.stats);
+        }
         let _ = self.pc.close();
     }
 
@@ -363,8 +391,14 @@ impl ClientPeer {
                 },
                 payload: payload::build(&mut self.buf, shape, len, seq, sent_us),
             };
+            let bytes = packet.payload.len() as u64;
             let ok = self.pc.rtp_sender(s.id).is_some_and(|mut sender| sender.write_rtp(now, packet).is_ok());
-            if ok { self.stats.packets_sent += 1 } else { self.stats.write_errors += 1 }
+            if ok {
+                self.stats.packets_sent += 1;
+                self.stats.bytes_sent += bytes;
+            } else {
+                self.stats.write_errors += 1;
+            }
         }
     }
 
@@ -392,10 +426,16 @@ impl ClientPeer {
                     _ => {}
                 },
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                    self.receivers.insert(init.track_id, Receiver::default());
+                    // A renegotiation may announce a track that is already open: same track, same counters.
+                    if let std::collections::hash_map::Entry::Vacant(e) = self.receivers.entry(init.track_id) {
+                        e.insert(Receiver::default());
+                        self.stats.tracks_opened += 1;
+                    }
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(id)) => {
-                    self.receivers.remove(&id);
+                    if let Some(r) = self.receivers.remove(&id) {
+                        r.finish(&mut self.stats);
+                    }
                 }
                 _ => {}
             }
@@ -421,21 +461,10 @@ impl ClientPeer {
         stats.packets_received += 1;
         stats.bytes_received += packet.payload.len() as u64;
         let r = self.receivers.entry(track.clone()).or_default();
-        let seq = packet.header.sequence_number;
-        match r.highest {
-            None => r.highest = Some(seq),
-            Some(h) => {
-                let ahead = seq.wrapping_sub(h);
-                if ahead == 0 || ahead > u16::MAX / 2 {
-                    stats.packets_late += 1;
-                } else {
-                    if ahead > 1 && ahead < MAX_GAP {
-                        stats.packets_lost += u64::from(ahead - 1);
-                    }
-                    r.highest = Some(seq);
-                }
-            }
+        if r.sequence.on_packet(packet.header.sequence_number) {
+            stats.packets_late += 1;
         }
+        r.publish(stats);
         match payload::check(&packet.payload) {
             Check::Intact { sent_us, .. } => {
                 let now_us = now.duration_since(self.epoch).as_micros() as u64;

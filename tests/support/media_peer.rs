@@ -15,15 +15,23 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use telehealth_gateway::sfu::keyframe::is_keyframe_request;
-use telehealth_gateway::loadtest::media::{apply_server_message, client_peer_connection};
-use telehealth_gateway::loadtest::media::rtp_track;
-use telehealth_gateway::sfu::candidate_to_signal as candidate_from_init;
+use anyhow::{Context, anyhow};
+use rtc::interceptor::{Registry, Slot};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+use std::net::{IpAddr, SocketAddr};
+use telehealth_gateway::sfu::keyframe::{KeyframeRequestMarker, is_keyframe_request};
+use telehealth_gateway::sfu::{candidate_from_signal, candidate_to_signal as candidate_from_init};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{PeerConnection, PeerConnectionEventHandler, RTCPeerConnectionIceEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCPeerConnectionIceEvent, RTCSessionDescription,
+};
 
 /// What one peer has received, keyed by the publisher (the forwarded tracks' MediaStream id).
 #[derive(Default)]
@@ -280,4 +288,73 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// An outgoing RTP track with one encoding: `stream_id` is what the receiver sees as the MediaStream id, the
+/// track id doubles as the MediaStreamTrack id. 
+pub fn rtp_track(stream_id: String, track_id: String, kind: RtpCodecKind, codec: RTCRtpCodec, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        stream_id,
+        track_id.clone(),
+        track_id,
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            codec,
+            ..Default::default()
+        }],
+    )))
+}
+
+/// A client peer connection as a browser builds it:
+/// default codecs and interceptors (NACK, RTCP reports, TWCC, as a browser has them), the marker that lets
+/// PLI/FIR reach the application, and ICE host candidates on `bind_ips` only.
+pub async fn client_peer_connection(
+    handler: Arc<dyn PeerConnectionEventHandler>,
+    bind_ips: &[IpAddr],
+) -> anyhow::Result<Arc<dyn PeerConnection>> {
+    let mut media_engine = MediaEngine::default();
+    media_engine.register_default_codecs()?;
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
+        .with(Slot::Custom(20_000), KeyframeRequestMarker::default());
+    let addrs: Vec<SocketAddr> = bind_ips.iter().map(|ip| SocketAddr::new(*ip, 0)).collect();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .with_handler(handler)
+        .with_udp_addrs(addrs)
+        .build()
+        .await
+        .context("creating the peer connection")?;
+    Ok(Arc::new(pc))
+}
+
+/// Applies a server signaling message to a client peer connection: `answer`, `offer` (→ an `answer` goes
+/// out through `out`), `candidate`. Returns false for any other message, which it leaves alone. A message the
+/// media engine refuses is an error, never a panic.
+pub async fn apply_server_message(
+    pc: &dyn PeerConnection,
+    msg: &ServerMessage,
+    out: &mpsc::UnboundedSender<ClientMessage>,
+) -> anyhow::Result<bool> {
+    match msg {
+        ServerMessage::Answer { sdp } => {
+            let answer = RTCSessionDescription::answer(sdp.clone()).context("parsing the server's answer")?;
+            pc.set_remote_description(answer).await.context("applying the server's answer")?;
+        }
+        ServerMessage::Offer { sdp } => {
+            let offer = RTCSessionDescription::offer(sdp.clone()).context("parsing the server's offer")?;
+            pc.set_remote_description(offer).await.context("applying the server's offer")?;
+            let answer = pc.create_answer(None).await.context("creating our answer")?;
+            let sdp = answer.sdp.clone();
+            pc.set_local_description(answer).await.context("applying our answer")?;
+            out.send(ClientMessage::Answer { sdp }).map_err(|_| anyhow!("signaling channel closed"))?;
+        }
+        ServerMessage::Candidate { candidate } => {
+            pc.add_ice_candidate(candidate_from_signal(candidate.clone())).await.context("adding the server's ICE candidate")?;
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
 }

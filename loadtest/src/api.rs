@@ -1,7 +1,7 @@
 //! The gateway's JSON API as the load tester uses it: create meetings and attendees, delete meetings.
 //! Every call is timed per action.
 
-use super::recorder::Recorder;
+use crate::recorder::Recorder;
 use anyhow::Context;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;

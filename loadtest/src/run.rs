@@ -1,31 +1,22 @@
-//! The load generator behind `telehealth-gateway loadtest`.
+//! A load-test run, as `telehealth-loadtest` runs it.
 //!
 //! It drives a running gateway the way real clients do: meetings and attendees through the JSON API, joins
-//! over the real signaling WebSocket (the `signaling` crate's client), and with `--media` real webrtc-rs peer
-//! connections that publish synthetic Opus + VP8 and subscribe to everyone else. Around the run it scrapes the
+//! over the real signaling WebSocket (the `signaling` crate's client), and with `--media` real peer connections
+//! (webrtc-rs's sans-IO core, over UDP) that publish synthetic Opus + VP8 and subscribe to everyone else. Around the run it scrapes the
 //! server's `/metrics`, so the report carries the server's cost (CPU seconds, memory per participant) next to
 //! what the clients saw.
 //!
 //! Phases: provision (API: every meeting and attendee), ramp (joins paced at `rate`), hold (`duration`, once
 //! every participant has joined or failed), leave, and delete the meetings.
 
-pub mod api;
-pub mod media;
-pub mod participant;
-pub mod plot;
-pub mod progress;
-pub mod recorder;
-pub mod report;
-pub mod scrape;
-pub mod stats;
-pub mod tls;
-
+use crate::api::{self, Api};
+use crate::media::{MediaEngine, MediaOptions, MediaStats};
+use crate::peer::MediaOptions as PeerOptions;
+use crate::participant::{self, Behaviour, MeetingSlot, Shared, Ticket};
+use crate::report::{self, Report};
+use crate::{plot, progress, scrape, tls};
 use anyhow::Context;
-use api::Api;
 use futures::StreamExt;
-use media::{MediaOptions, MediaStats};
-use participant::{Behaviour, MeetingSlot, Shared, Ticket};
-use report::Report;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,6 +38,8 @@ pub struct Options {
     pub duration: Duration,
     /// Publish and subscribe synthetic media through real peer connections.
     pub media: bool,
+    /// Threads driving the media peers.
+    pub media_threads: usize,
     pub video_bitrate_bps: u64,
     pub ping_interval: Duration,
     /// API calls in flight while provisioning (and in `api_only` runs).
@@ -66,11 +59,12 @@ impl Options {
         anyhow::ensure!(self.url.starts_with("http://") || self.url.starts_with("https://"), "--url must be http:// or https://");
         anyhow::ensure!(self.meetings >= 1, "--meetings must be at least 1");
         anyhow::ensure!(
-            (1..=crate::room::MAX_PARTICIPANTS).contains(&self.participants_per_meeting),
+            (1..=telehealth_gateway::room::MAX_PARTICIPANTS).contains(&self.participants_per_meeting),
             "--participants-per-meeting must be 1–{}",
-            crate::room::MAX_PARTICIPANTS
+            telehealth_gateway::room::MAX_PARTICIPANTS
         );
         anyhow::ensure!(self.rate.is_finite() && self.rate > 0.0, "--rate must be a positive number of joins per second");
+        anyhow::ensure!(self.media_threads >= 1, "--media-threads must be at least 1");
         anyhow::ensure!(self.api_concurrency >= 1, "--api-concurrency must be at least 1");
         anyhow::ensure!(!self.api_key.is_empty(), "an API key is needed (--api-key or TELEHEALTH_API_KEY)");
         anyhow::ensure!(!self.ping_interval.is_zero(), "--ping-interval must be positive");
@@ -112,17 +106,23 @@ fn run_id() -> String {
 async fn run_participants(options: &Options, api: &Arc<Api>, before: Option<scrape::Sample>) -> anyhow::Result<Report> {
     let total = options.total_participants();
     let shared = Arc::new(Shared::default());
-    let media_stats = options.media.then(|| Arc::new(MediaStats::default()));
+    let media = match options.media {
+        true => {
+            let media = MediaOptions {
+                peer: PeerOptions { video_bitrate_bps: options.video_bitrate_bps, video_fps: 30 },
+                bind_ips: options.rtc_bind_ips.clone(),
+                threads: options.media_threads,
+            };
+            Some(MediaEngine::start(media, Arc::new(MediaStats::default()))?)
+        }
+        false => None,
+    };
+    let media_stats = media.as_ref().map(|m| Arc::clone(m.stats()));
     let behaviour = Arc::new(Behaviour {
         ws_url: options.ws_url(),
         tls: options.insecure.then(tls::accept_any_certificate),
         ping_interval: options.ping_interval,
-        media: media_stats.as_ref().map(|s| {
-            (
-                MediaOptions { video_bitrate_bps: options.video_bitrate_bps, video_fps: 30, bind_ips: options.rtc_bind_ips.clone() },
-                Arc::clone(s),
-            )
-        }),
+        media,
     });
     let progress = progress::Progress::new(options.progress, total as u64);
     let started = Instant::now();

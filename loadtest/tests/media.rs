@@ -1,25 +1,39 @@
-//! The load tester's media side against the real server: two participants, each with a `MediaSession`
-//! publishing synthetic Opus + VP8 through the SFU, must receive each other's tracks with the counts,
-//! loss and forwarding delay a loopback link gives, and the server's own counters must agree.
+//! The load tester's media side against the real server: two participants, each a `MediaSession` on a media
+//! driver thread publishing synthetic Opus + VP8 over UDP through the SFU, must receive each other's tracks with
+//! the counts, loss and forwarding delay a loopback link gives, and the server's own counters must agree.
 
+// The gateway's own test server and signaling helpers.
+#[path = "../../tests/common/mod.rs"]
 mod common;
-mod support;
+#[path = "../../tests/support/ws.rs"]
+mod ws;
 
 use common::{TestServer, meeting_id};
+use loadtest::media::{MediaEngine, MediaOptions, MediaSnapshot, MediaStats};
+use loadtest::peer;
 use reqwest::StatusCode;
 use signaling::{ClientMessage, ServerMessage, SignalingClient};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::media_peer::eventually;
-use support::ws::{bridge, next};
-use telehealth_gateway::loadtest::media::{MediaOptions, MediaSession, MediaSnapshot, MediaStats};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use ws::{bridge, next};
 
 const T: Duration = Duration::from_secs(5);
 
 fn loopback(video_bitrate_bps: u64) -> MediaOptions {
-    MediaOptions { video_bitrate_bps, video_fps: 30, bind_ips: vec!["127.0.0.1".parse().unwrap()] }
+    MediaOptions { peer: peer::MediaOptions { video_bitrate_bps, video_fps: 30 }, ..MediaOptions::default() }
+}
+
+async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
 }
 
 /// A participant as the load tester drives one: a joined signaling socket whose media messages go to a
@@ -40,9 +54,10 @@ impl Participant {
         let first = next(&mut client, T).await;
         assert!(matches!(first, ServerMessage::Joined { .. }), "{first:?}");
         let (out, mut incoming) = bridge(client);
-        let stats = Arc::new(MediaStats::default());
+        let engine = MediaEngine::start(options.clone(), Arc::new(MediaStats::default())).expect("media threads start");
+        let stats = Arc::clone(engine.stats());
         let signal = out.clone();
-        let session = MediaSession::start(options, out, Arc::clone(&stats)).await.expect("media session starts");
+        let session = engine.session(out).expect("media session starts");
         let errors = Arc::new(Mutex::new(Vec::new()));
         let (stop, mut stopped) = oneshot::channel();
         let errs = Arc::clone(&errors);
@@ -59,6 +74,7 @@ impl Participant {
                 }
             }
             session.close().await;
+            drop(engine);
         });
         Self { stats, signal, errors, stop, driver }
     }
@@ -155,8 +171,9 @@ async fn two_media_sessions_receive_each_other_through_the_server_with_low_loss_
 #[tokio::test]
 async fn bad_server_messages_are_errors_and_unrelated_ones_are_ignored() {
     let (out, mut sent) = mpsc::unbounded_channel();
-    let stats = Arc::new(MediaStats::default());
-    let session = MediaSession::start(&loopback(100_000), out, Arc::clone(&stats)).await.expect("session starts");
+    let engine = MediaEngine::start(loopback(100_000), Arc::new(MediaStats::default())).expect("media threads start");
+    let stats = Arc::clone(engine.stats());
+    let session = engine.session(out).expect("session starts");
     let offer = sent.recv().await.expect("the offer goes out first");
     assert!(matches!(offer, ClientMessage::Offer { ref sdp } if sdp.contains("VP8") && sdp.contains("opus")), "{offer:?}");
 
@@ -178,15 +195,15 @@ async fn bad_server_messages_are_errors_and_unrelated_ones_are_ignored() {
 }
 
 #[test]
-fn options_with_nothing_to_bind_or_no_frame_rate_are_refused() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let stats = Arc::new(MediaStats::default());
-        let (out, _rx) = mpsc::unbounded_channel();
-        let no_ips = MediaOptions { bind_ips: vec![], ..loopback(100_000) };
-        assert!(MediaSession::start(&no_ips, out.clone(), Arc::clone(&stats)).await.is_err());
-        let no_fps = MediaOptions { video_fps: 0, ..loopback(100_000) };
-        assert!(MediaSession::start(&no_fps, out, stats).await.is_err());
-    });
+fn options_with_nothing_to_bind_no_frame_rate_or_no_thread_are_refused() {
+    let stats = || Arc::new(MediaStats::default());
+    let no_ips = MediaOptions { bind_ips: vec![], ..loopback(100_000) };
+    assert!(MediaEngine::start(no_ips, stats()).is_err());
+    let mut no_fps = loopback(100_000);
+    no_fps.peer.video_fps = 0;
+    assert!(MediaEngine::start(no_fps, stats()).is_err());
+    let no_threads = MediaOptions { threads: 0, ..loopback(100_000) };
+    assert!(MediaEngine::start(no_threads, stats()).is_err());
+    assert!(MediaEngine::start(loopback(100_000), stats()).is_ok());
 }
 

@@ -1,6 +1,6 @@
 //! A histogram many tasks record into, in microseconds.
 
-use super::stats::LatencySummary;
+use crate::stats::LatencySummary;
 use hdrhistogram::Histogram;
 use std::sync::Mutex;
 use std::time::Duration;

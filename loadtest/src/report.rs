@@ -2,12 +2,12 @@
 //! Client-side figures come from the participants; server-side figures from `/metrics` scrapes taken
 //! before, around the hold window, and after.
 
-use super::Options;
-use super::api::{ACTIONS, Api};
-use super::media::MediaSnapshot;
-use super::participant::Shared;
-use super::scrape::{self, Sample};
-use super::stats::LatencySummary;
+use crate::run::Options;
+use crate::api::{ACTIONS, Api};
+use crate::media::MediaSnapshot;
+use crate::participant::Shared;
+use crate::scrape::{self, Sample};
+use crate::stats::LatencySummary;
 use comfy_table::{Cell, Table, presets::UTF8_FULL_CONDENSED};
 use hdrhistogram::Histogram;
 use serde::Serialize;

@@ -1,9 +1,9 @@
 //! What the operator sees while a run is going: a progress bar with connected participants, join rate and
 //! errors. The same ticker samples the server's `/metrics` once a second, for the report's peaks.
 
-use super::media::MediaStats;
-use super::participant::Shared;
-use super::scrape::{self, Sample};
+use crate::media::MediaStats;
+use crate::participant::Shared;
+use crate::scrape::{self, Sample};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -1,8 +1,8 @@
 //! One simulated participant: join over the real signaling socket, optionally run media, keep the socket
 //! alive with pings, leave when told to. Everything it sees goes into the run's shared counters.
 
-use super::media::{MediaOptions, MediaSession, MediaStats};
-use super::recorder::Recorder;
+use crate::media::{MediaEngine, MediaSession};
+use crate::recorder::Recorder;
 use signaling::{ClientError, ClientMessage, ServerMessage, SignalingClient, SignalingReceiver, SignalingSender};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -71,7 +71,7 @@ pub struct Behaviour {
     /// TLS for `wss://` (None: the web PKI roots).
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub ping_interval: Duration,
-    pub media: Option<(MediaOptions, Arc<MediaStats>)>,
+    pub media: Option<Arc<MediaEngine>>,
 }
 
 /// Runs one participant until `stop` flips (or the server drops it). Never panics; failures are counted by kind.
@@ -155,8 +155,8 @@ impl InMeeting<'_> {
 
     async fn hold(&mut self, behaviour: &Behaviour, mut stop: watch::Receiver<bool>) -> Result<(), String> {
         let (out_tx, mut out_rx) = mpsc::unbounded_channel();
-        if let Some((options, stats)) = &behaviour.media {
-            let session = MediaSession::start(options, out_tx, Arc::clone(stats)).await.map_err(|_| "media setup failed")?;
+        if let Some(engine) = &behaviour.media {
+            let session = engine.session(out_tx).map_err(|_| "media setup failed")?;
             self.media = Some(session);
         }
         // Spread pings over the interval so thousands of sockets do not ping in lockstep.

@@ -1,13 +1,15 @@
-//! `telehealth-gateway loadtest`, the real binary, against a real in-process server: its report must agree
+//! `telehealth-loadtest`, the real binary, against a real in-process server: its report must agree
 //! with what the server itself says on `/metrics` (scraped here, independently of the load tester's own scrapes).
 
+// The gateway's own test server.
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::TestServer;
 use serde_json::Value;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_telehealth-gateway");
+const BIN: &str = env!("CARGO_BIN_EXE_telehealth-loadtest");
 
 /// Sum of every sample of `name` (all label sets) whose labels contain `labels`.
 fn metric(text: &str, name: &str, labels: &str) -> f64 {
@@ -30,13 +32,12 @@ async fn scrape(server: &TestServer) -> String {
     res.text().await.unwrap()
 }
 
-/// Runs the binary's `loadtest` against `server` with `args`; returns (exit ok, stdout, report JSON).
+/// Runs the load generator against `server` with `args`; returns (exit ok, stdout, report JSON).
 async fn loadtest(server: &TestServer, key: &str, args: &[&str]) -> (bool, String, Option<Value>) {
     let json = server.dir.path().join(format!("report-{}.json", rand_suffix()));
     let out = tokio::time::timeout(
         Duration::from_secs(120),
         tokio::process::Command::new(BIN)
-            .arg("loadtest")
             .args(if args.contains(&"--url") { vec![] } else { vec!["--url".to_owned(), server.url("")] })
             // `=` keeps a generated key that begins with '-' one argument (see cli's allow_hyphen_values test).
             .arg(format!("--api-key={key}"))
