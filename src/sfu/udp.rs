@@ -5,7 +5,11 @@
 //! as a socket per peer connection needs. The thread sleeps in `epoll` (mio) on the sockets and a waker, so a
 //! control command interrupts the wait at once.
 //!
-//! No crate offers `sendmmsg` with per-destination batching that mio's sockets can use, so the two calls are
+//! Where consecutive datagrams go to one destination with one size (a video frame's packets to one subscriber),
+//! they leave as one message with UDP segmentation offload (GSO): the kernel walks its UDP/IP path once and cuts
+//! the datagrams apart at the device. A kernel or device that refuses GSO turns it off for the socket set.
+//!
+//! No crate offers `sendmmsg` with per-destination batching and GSO that mio's sockets can use, so the calls are
 //! made here with libc, on buffers this struct owns.
 
 use super::memnet::Datagram;
@@ -20,7 +24,7 @@ use std::mem::size_of;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Datagrams per `recvmmsg` / `sendmmsg` call.
@@ -40,6 +44,8 @@ pub struct UdpTransport {
     bufs: Box<[[u8; MAX_DATAGRAM]]>,
     /// Datagrams the kernel would not take (send buffer full after a retry).
     pub dropped: Arc<AtomicU64>,
+    /// Whether runs to one destination go out as one GSO message; cleared if the kernel refuses one.
+    gso: AtomicBool,
 }
 
 /// Binds one socket on `addr` with large buffers, non-blocking.
@@ -77,6 +83,7 @@ impl UdpTransport {
             waker,
             bufs: vec![[0u8; MAX_DATAGRAM]; BATCH].into_boxed_slice(),
             dropped: Arc::new(AtomicU64::new(0)),
+            gso: AtomicBool::new(true),
         })
     }
 
@@ -128,30 +135,44 @@ impl UdpTransport {
         }
     }
 
-    /// Sends `batch[..]` (all for socket `i`) with as few `sendmmsg` calls as it takes.
-    /// On the packet path, so nothing here allocates: the headers of each call live on the stack, as `recv`'s do.
+    /// Sends `batch[..]` (all for socket `i`) with as few `sendmmsg` calls as it takes, each run of datagrams
+    /// that GSO can carry as one message (see [`runs`]). On the packet path, so nothing here allocates: the headers
+    /// of each call live on the stack, as `recv`'s do.
     fn send_socket<D: Borrow<Datagram>>(&self, i: usize, batch: &[D]) {
         let fd = self.sockets[i].as_raw_fd();
         let mut sent = 0;
         let mut retried = false;
         while sent < batch.len() {
             let chunk = &batch[sent..(sent + BATCH).min(batch.len())];
-            let names: [Option<SockAddr>; BATCH] = std::array::from_fn(|k| chunk.get(k).map(|d| SockAddr::from(d.borrow().to)));
-            // SAFETY: the headers point into `names`, `iovs` and the datagrams' buffers, all alive across the call;
-            // sendmmsg only reads them, and only the first `chunk.len()`.
+            let gso = self.gso.load(Ordering::Relaxed);
+            let mut runs = [(0usize, 0usize); BATCH];
+            let count = split_runs(chunk, gso, &mut runs);
+            let runs = &runs[..count];
+            let names: [Option<SockAddr>; BATCH] = std::array::from_fn(|r| runs.get(r).map(|&(a, _)| SockAddr::from(chunk[a].borrow().to)));
+            // SAFETY: the headers point into `names`, `iovs`, `controls` and the datagrams' buffers, all alive
+            // across the call; sendmmsg only reads them, and only the first `runs.len()` headers, each of which
+            // names `b - a` iovecs from `a` on, inside `iovs`.
             let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-            let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-            for (k, (d, name)) in chunk.iter().zip(&names).enumerate() {
-                let (d, name) = (d.borrow(), name.as_ref().expect("one name per datagram of the chunk"));
+            for (k, d) in chunk.iter().enumerate() {
+                let d = d.borrow();
                 iovs[k] = libc::iovec { iov_base: d.data.as_ptr() as *mut _, iov_len: d.data.len() };
-                hdrs[k].msg_hdr.msg_name = name.as_ptr() as *mut _;
-                hdrs[k].msg_hdr.msg_namelen = name.len();
-                hdrs[k].msg_hdr.msg_iov = &mut iovs[k];
-                hdrs[k].msg_hdr.msg_iovlen = 1;
             }
-            let n = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), chunk.len() as _, 0) };
+            let mut controls = [Control([0; CONTROL_BYTES]); BATCH];
+            let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+            for (r, &(a, b)) in runs.iter().enumerate() {
+                let name = names[r].as_ref().expect("one name per run");
+                let h = &mut hdrs[r].msg_hdr;
+                h.msg_name = name.as_ptr() as *mut _;
+                h.msg_namelen = name.len();
+                h.msg_iov = unsafe { iovs.as_mut_ptr().add(a) };
+                h.msg_iovlen = b - a;
+                if b - a > 1 {
+                    segment_size(h, &mut controls[r], chunk[a].borrow().data.len() as u16);
+                }
+            }
+            let n = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), runs.len() as _, 0) };
             if n > 0 {
-                sent += n as usize;
+                sent += runs[..n as usize].iter().map(|&(a, b)| b - a).sum::<usize>();
                 continue;
             }
             let e = io::Error::last_os_error();
@@ -162,12 +183,19 @@ impl UdpTransport {
                     retried = true;
                     std::thread::yield_now();
                 }
+                _ if gso && runs[0].1 - runs[0].0 > 1 && matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => {
+                    // The route's device cannot checksum segments (EIO), or something else about it refuses GSO:
+                    // one datagram per message from now on, as before GSO.
+                    tracing::info!(error = %e, "UDP segmentation offload refused: sending one datagram per message");
+                    self.gso.store(false, Ordering::Relaxed);
+                }
                 _ => {
-                    // A destination that refuses (or anything else): skip that one datagram, keep the rest.
+                    // A destination that refuses (or anything else): skip that run, keep the rest.
                     if e.kind() != io::ErrorKind::WouldBlock {
                         tracing::debug!(error = %e, "media datagram not sent");
-                        sent += 1;
-                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                        let (a, b) = runs[0];
+                        sent += b - a;
+                        self.dropped.fetch_add((b - a) as u64, Ordering::Relaxed);
                         continue;
                     }
                     self.dropped.fetch_add((batch.len() - sent) as u64, Ordering::Relaxed);
@@ -175,6 +203,62 @@ impl UdpTransport {
                 }
             }
         }
+    }
+}
+
+/// Most segments the kernel takes in one GSO message (its UDP_MAX_SEGMENTS).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// A GSO message is one UDP datagram until the kernel cuts it: its payload must stay under 64 KiB.
+const GSO_MAX_BYTES: usize = 60_000;
+/// Room for one control message carrying a u16 (CMSG_SPACE(2) is 24 on 64-bit Linux).
+const CONTROL_BYTES: usize = 32;
+
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct Control([u8; CONTROL_BYTES]);
+
+/// Splits `chunk` into runs of one message each, written to `runs` as index ranges; returns how many. With `gso`,
+/// a run is consecutive datagrams to one destination, all as long as the first except possibly the last, which
+/// the kernel then cuts apart again (UDP segmentation offload): one trip down the network stack for a whole
+/// video frame to one subscriber, whose packets a publisher's packetizer makes equal. Without, one per datagram.
+fn split_runs<D: Borrow<Datagram>>(chunk: &[D], gso: bool, runs: &mut [(usize, usize); BATCH]) -> usize {
+    let mut count = 0;
+    let mut k = 0;
+    while k < chunk.len() {
+        let start = k;
+        let first = chunk[k].borrow();
+        let size = first.data.len();
+        let mut bytes = size;
+        k += 1;
+        while gso && k < chunk.len() && k - start < GSO_MAX_SEGMENTS {
+            let d = chunk[k].borrow();
+            if d.to != first.to || d.data.len() > size || d.data.is_empty() || bytes + d.data.len() > GSO_MAX_BYTES {
+                break;
+            }
+            bytes += d.data.len();
+            k += 1;
+            if d.data.len() < size {
+                break; // a shorter one can only end a run
+            }
+        }
+        runs[count] = (start, k);
+        count += 1;
+    }
+    count
+}
+
+/// Asks the kernel to cut `h`'s payload into datagrams of `size` bytes (UDP_SEGMENT), in `control`.
+fn segment_size(h: &mut libc::msghdr, control: &mut Control, size: u16) {
+    // SAFETY: `control` is aligned for cmsghdr and CONTROL_BYTES ≥ CMSG_SPACE(2), so the first header and its
+    // two data bytes lie inside it; `h` points at it for the length the kernel will read.
+    unsafe {
+        h.msg_control = control.0.as_mut_ptr().cast();
+        h.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as _;
+        let c = libc::CMSG_FIRSTHDR(h);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = libc::UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), size);
     }
 }
 
@@ -243,6 +327,57 @@ mod tests {
         }
         assert_eq!(got.len(), 150);
         assert!(got.iter().enumerate().all(|(i, d)| d.from == from && d.to == to && d.data[..] == [i as u8; 100][..]));
+    }
+
+    fn datagrams(to: SocketAddr, sizes: &[usize]) -> Vec<Datagram> {
+        let from: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        sizes.iter().enumerate().map(|(i, &n)| Datagram { from, to, data: BytesMut::from(&vec![i as u8; n][..]) }).collect()
+    }
+
+    #[test]
+    fn runs_are_one_destination_and_one_size_with_a_shorter_last() {
+        let (x, y): (SocketAddr, SocketAddr) = ("127.0.0.1:5000".parse().unwrap(), "127.0.0.1:5001".parse().unwrap());
+        let mut batch = datagrams(x, &[1000, 1000, 1000, 400, 1000, 1000, 1200]);
+        batch.extend(datagrams(y, &[1000, 1000]));
+        batch.extend(datagrams(x, &[1000]));
+        let mut runs = [(0, 0); BATCH];
+        let n = split_runs(&batch, true, &mut runs);
+        // A shorter one ends a run; a longer one starts the next; a new destination starts the next.
+        assert_eq!(&runs[..n], &[(0, 4), (4, 6), (6, 7), (7, 9), (9, 10)]);
+        let n = split_runs(&batch, false, &mut runs);
+        assert_eq!(n, batch.len());
+        assert!(runs[..n].iter().enumerate().all(|(i, &r)| r == (i, i + 1)));
+        let many = datagrams(x, &[1200; BATCH]);
+        let n = split_runs(&many, true, &mut runs);
+        assert!(runs[..n].iter().all(|&(a, b)| b - a <= GSO_MAX_SEGMENTS && (b - a) * 1200 <= GSO_MAX_BYTES), "{:?}", &runs[..n]);
+        assert_eq!(runs[n - 1].1, BATCH);
+    }
+
+    #[test]
+    fn segmented_runs_arrive_as_the_datagrams_they_were() {
+        let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let mut a = UdpTransport::bind(&[ip], 0).unwrap();
+        let mut b = UdpTransport::bind(&[ip], 0).unwrap();
+        let (from, to) = (a.local_addrs()[0], b.local_addrs()[0]);
+        // Frames of equal packets with a shorter last, audio-sized ones between them: 200 datagrams.
+        let sizes: Vec<usize> = (0..40).flat_map(|f| [1100, 1100, 1100, 700 + f, 120]).collect();
+        let mut batch = datagrams(to, &sizes);
+        for d in &mut batch {
+            d.from = from;
+        }
+        let want: Vec<Vec<u8>> = batch.iter().map(|d| d.data.to_vec()).collect();
+        a.send(&mut batch);
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while got.len() < want.len() && Instant::now() < deadline {
+            b.wait(Some(Instant::now() + Duration::from_millis(50))).unwrap();
+            b.recv(&mut got).unwrap();
+        }
+        assert!(a.gso.load(Ordering::Relaxed), "loopback takes GSO");
+        assert_eq!(a.dropped.load(Ordering::Relaxed), 0);
+        let got: Vec<Vec<u8>> = got.into_iter().map(|d| d.data.to_vec()).collect();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "every datagram, whole and in order");
     }
 
     #[test]
