@@ -8,8 +8,8 @@
 //!
 //! Bounded, because the group goes out to the new viewer in one burst: at most `MAX_AGE` of video. Once the last
 //! keyframe is older, a new viewer asks for a keyframe as before, which the browser then answers at once (its
-//! last keyframe is long past). When the group grows past `MAX_PACKETS` the cache empties and stays empty until
-//! the next keyframe.
+//! last keyframe is long past). When the group grows past `MAX_PACKETS` or past `MAX_AGE`, the cache empties and
+//! stays empty until the next keyframe.
 
 use rtc::rtp::Packet;
 
@@ -39,7 +39,10 @@ impl GopCache {
             // No group yet: hold only the current frame, in case the keyframe is recognised further into it.
             self.packets.clear();
         }
-        if self.packets.len() >= MAX_PACKETS {
+        // A group that is full, or older than any viewer would be given (`before`), is freed until the next
+        // keyframe: browsers send keyframes only when asked, so it would otherwise hold `MAX_PACKETS` for nothing.
+        let too_old = self.valid && self.packets.first().is_some_and(|k| ts.wrapping_sub(k.header.timestamp) as i32 > MAX_AGE as i32);
+        if self.packets.len() >= MAX_PACKETS || too_old {
             self.packets = Vec::new();
             self.valid = false;
         }
@@ -101,9 +104,16 @@ mod tests {
         let mut gop = GopCache::default();
         gop.push(&packet(1, 0), true);
         gop.push(&packet(2, MAX_AGE), false);
-        gop.push(&packet(3, MAX_AGE + 3000), false);
         assert_eq!(seqs(&gop.before(2).unwrap()), [1]);
+        gop.push(&packet(3, MAX_AGE + 3000), false);
         assert!(gop.before(3).is_none(), "a viewer starting here asks for a fresh keyframe instead");
+        assert_eq!(gop.packets.len(), 1, "and the group is freed: it holds only the current frame");
+        // A late packet from inside the group is not taken for a jump in time.
+        let mut gop = GopCache::default();
+        gop.push(&packet(1, 3000), true);
+        gop.push(&packet(0, 0), false);
+        gop.push(&packet(2, 6000), false);
+        assert_eq!(seqs(&gop.before(2).unwrap()), [1, 0]);
     }
 
     #[test]
