@@ -6,7 +6,8 @@
 //! `meetings` holds the backends (local SFU, Chime via aws-sdk-chimesdkmeetings) behind one service;
 //! `http` → `metrics` (reads `room` and `sfu` when scraped).
 //! The load generator is a crate of its own (`loadtest/`, binary `telehealth-loadtest`); from this one it borrows
-//! the ICE-candidate and keyframe-request helpers of `sfu`, and the in-memory network for its benchmark.
+//! the ICE-candidate and keyframe-request helpers of `sfu`, its pass coalescing, and the in-memory network for its
+//! benchmark.
 
 pub mod app;
 pub mod appointments;

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use telehealth_gateway::sfu::coalesce::Coalescer;
 use tokio::sync::{mpsc as async_mpsc, oneshot};
 
 const WAKER: Token = Token(usize::MAX);
@@ -126,21 +127,34 @@ impl Driver {
     fn run(mut self) {
         let mut events = Events::with_capacity(256);
         let mut next_flush = Instant::now() + FLUSH_INTERVAL;
+        // Busy, the thread lets datagrams gather after a pass that had some, as the SFU's shards do: one wake-up
+        // for many packets instead of one each.
+        let mut coalesce = Coalescer::new(Instant::now());
+        let mut linger = None;
         loop {
             let now = Instant::now();
             let wake_at = self.timers.first().map_or(next_flush, |&(t, _)| t.min(next_flush));
-            if let Err(e) = self.poll.poll(&mut events, Some(wake_at.saturating_duration_since(now)))
+            let timeout = match linger.take() {
+                Some(linger) => {
+                    std::thread::sleep(wake_at.min(now + linger).saturating_duration_since(now));
+                    Duration::ZERO
+                }
+                None => wake_at.saturating_duration_since(now),
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 eprintln!("media driver: poll failed: {e}");
                 break;
             }
             let now = Instant::now();
+            let mut received = 0;
             for event in events.iter() {
                 if event.token() != WAKER {
-                    self.receive(event.token().0, now);
+                    received += self.receive(event.token().0, now);
                 }
             }
+            linger = coalesce.after_pass(received, now);
             if !self.commands(now) {
                 break;
             }
@@ -231,12 +245,16 @@ impl Driver {
         self.free.push(i);
     }
 
-    /// Reads everything queued on slot `i`'s socket (epoll is edge-triggered: all of it, now).
-    fn receive(&mut self, i: usize, now: Instant) {
-        let Some(slot) = self.slots.get_mut(i).and_then(Option::as_mut) else { return };
+    /// Reads everything queued on slot `i`'s socket (epoll is edge-triggered: all of it, now); returns how many.
+    fn receive(&mut self, i: usize, now: Instant) -> usize {
+        let Some(slot) = self.slots.get_mut(i).and_then(Option::as_mut) else { return 0 };
+        let mut count = 0;
         loop {
             match slot.socket.recv_from(&mut self.buf[..]) {
-                Ok((n, from)) => slot.peer.on_datagram(from, BytesMut::from(&self.buf[..n]), now),
+                Ok((n, from)) => {
+                    count += 1;
+                    slot.peer.on_datagram(from, BytesMut::from(&self.buf[..n]), now);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 // An ICMP error from an earlier send (the server went away): not this socket's failure.
                 Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::Interrupted) => {}
@@ -244,6 +262,7 @@ impl Driver {
             }
         }
         self.touch(i);
+        count
     }
 
     fn touch(&mut self, i: usize) {

@@ -14,6 +14,7 @@
 mod api;
 mod candidates;
 mod codec;
+pub mod coalesce;
 mod config;
 mod demux;
 mod dtls_hello;

@@ -42,6 +42,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 pub use conn::ConnId as ShardConnId;
+use super::coalesce::Coalescer;
 use super::keyframe::{KeyframeReason, is_keyframe_request};
 
 /// Control commands a shard holds before senders wait: far more than a burst of joins needs.
@@ -149,6 +150,7 @@ struct Shard {
     rx: Vec<Datagram>,
     tx: Vec<Datagram>,
     stun: StunProbe,
+    coalesce: Coalescer,
 }
 
 impl Shard {
@@ -163,6 +165,7 @@ impl Shard {
         let stun = StunProbe::new(&config.stun_urls, Instant::now());
         Self {
             stun,
+            coalesce: Coalescer::new(Instant::now()),
             _alive: alive,
             index,
             transport,
@@ -206,6 +209,7 @@ impl Shard {
             // In slices, each forwarded and sent before the next is read in: a burst of arrivals then leaves as
             // it is processed, not all at the end (a slice's output is still one batch of system calls).
             let mut rx = std::mem::take(&mut self.rx);
+            let arrived = rx.len();
             let mut arrivals = rx.drain(..).peekable();
             while arrivals.peek().is_some() {
                 for d in arrivals.by_ref().take(RECV_SLICE) {
@@ -227,13 +231,20 @@ impl Shard {
             }
             self.process(now);
             self.flush();
-            // Straight to sleep, even after a busy pass: `recv` left the sockets drained, so anything that arrived
-            // since, like a command's wake-up, ends the wait at once (epoll is edge-triggered). A pass that found
-            // work thus costs no extra read that finds nothing, one system call per packet at light load.
             let deadline = match (self.timers.next(), self.stun.deadline()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            // Busy: let the next arrivals gather (`coalesce`), then read them all. The wake-ups they cause
+            // meanwhile end the next wait at once, which the pass after this one never makes.
+            if let Some(linger) = self.coalesce.after_pass(arrived, now) {
+                let until = deadline.map_or(now + linger, |d| d.min(now + linger));
+                std::thread::sleep(until.saturating_duration_since(Instant::now()));
+                continue;
+            }
+            // Straight to sleep, even after a busy pass: `recv` left the sockets drained, so anything that arrived
+            // since, like a command's wake-up, ends the wait at once (epoll is edge-triggered). A pass that found
+            // work thus costs no extra read that finds nothing, one system call per packet at light load.
             if let Err(e) = self.transport.wait(deadline) {
                 tracing::warn!(shard = self.index, error = %e, "media socket wait failed");
             }
