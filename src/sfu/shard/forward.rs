@@ -12,7 +12,9 @@ use super::super::gop::GopCache;
 use super::super::keyframe::{KeyframeThrottle, KeyframeWait};
 use super::super::rewrite::Rewriter;
 use super::super::stats::SfuStats;
+use super::super::memnet::Datagram;
 use super::conn::{Conn, ConnId};
+use super::{RECV_SLICE as REPLAY_SLICE, queue_writes};
 use super::super::api::PublishedTrack;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
@@ -84,12 +86,14 @@ impl Published {
     }
 
     /// Hands one of the publisher's packets to every subscriber that can take it. Subscribers written to are
-    /// pushed on `touched`. Returns true when a subscriber needs a keyframe requested now.
+    /// pushed on `touched`; a new viewer's replay of the cached group goes to `tx` as it is written. Returns true
+    /// when a subscriber needs a keyframe requested now.
     pub fn forward(
         &mut self,
         mut packet: rtp::Packet,
         conns: &mut rustc_hash::FxHashMap<ConnId, Conn>,
         touched: &mut Vec<ConnId>,
+        tx: &mut Vec<Datagram>,
         stats: &SfuStats,
         now: Instant,
     ) -> bool {
@@ -124,10 +128,16 @@ impl Published {
                 // Start a new viewer on the publisher's last keyframe, if it is still cached, and the packets since.
                 let group = self.gop.as_ref().and_then(|g| g.before(packet.header.sequence_number)).filter(|g| !g.is_empty());
                 if let Some(group) = group {
-                    for cached in group {
+                    for (n, cached) in group.into_iter().enumerate() {
                         sent = write(conn, sub, cached, source, clock_hz, stats, now);
                         if !sent {
                             break;
+                        }
+                        // Taken out a slice at a time: webrtc-rs's pipeline queues grow to the largest burst they
+                        // ever held and keep that capacity, so a whole group at once (up to 256 packets) left
+                        // ~80 KB per connection behind.
+                        if n % REPLAY_SLICE == REPLAY_SLICE - 1 {
+                            queue_writes(conn, tx, stats);
                         }
                     }
                     if sent {

@@ -405,7 +405,7 @@ impl Shard {
         if packet.header.ssrc != p.media_ssrc {
             return;
         }
-        if p.forward(packet, &mut self.conns, &mut self.dirty, &self.stats, now) {
+        if p.forward(packet, &mut self.conns, &mut self.dirty, &mut self.tx, &self.stats, now) {
             self.request_keyframe(key, KeyframeReason::Resync, now);
         }
     }
