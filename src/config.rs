@@ -4,7 +4,7 @@
 use crate::ids::Provider;
 use crate::notify::config::NotifyConfig;
 use crate::notify::OutboxConfig;
-use crate::sfu::SfuConfig;
+use crate::sfu::{SfuConfig, SrtpProfiles};
 use anyhow::{Context, bail};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -329,6 +329,11 @@ impl Config {
                         .filter(|n| (1..=256).contains(n))
                         .with_context(|| format!("RTC_SHARDS={v:?} must be a number from 1 to 256"))?,
                 ),
+            },
+            srtp: match var("RTC_SRTP_PROFILES").as_deref().unwrap_or("any") {
+                "any" => SrtpProfiles::Any,
+                "gcm" => SrtpProfiles::Gcm,
+                other => bail!("RTC_SRTP_PROFILES={other:?} is invalid: expected any or gcm"),
             },
             memnet: None,
         };

@@ -78,3 +78,16 @@ fn migrate_creates_the_database_and_exits() {
         assert_eq!(mode & 0o777, 0o700, "the data directory is owner-only");
     }
 }
+
+#[test]
+fn bad_media_settings_refuse_to_start_and_name_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value) in [("RTC_SRTP_PROFILES", "cm"), ("RTC_SHARDS", "0")] {
+        let out = gateway(dir.path()).env(var, value).arg("migrate").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{var}={value} was accepted");
+        assert!(stderr.contains(var), "{var}={value}: {stderr}");
+    }
+    let out = gateway(dir.path()).env("RTC_SRTP_PROFILES", "gcm").arg("migrate").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -31,7 +31,7 @@ mod udp;
 
 pub use api::{PeerError, PeerEvent, PublishedTrack};
 pub use candidates::{candidate_from_signal, candidate_to_signal, host_candidate};
-pub use config::SfuConfig;
+pub use config::{SfuConfig, SrtpProfiles};
 pub use stats::{SfuStats, SfuStatsSnapshot};
 
 use shard::{Command, ShardConnId, ShardHandle};

@@ -4,7 +4,7 @@
 
 use super::super::keyframe::KeyframeRequestMarker;
 use super::super::api::{PeerError, PeerEvent};
-use super::super::config::SfuConfig;
+use super::super::config::{SfuConfig, SrtpProfiles};
 use crate::sfu::candidates::{candidate_to_signal, host_candidate, srflx_candidate};
 use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Registry, Slot};
 use rtc::media_stream::MediaStreamTrackId;
@@ -13,6 +13,7 @@ use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::{RTCDtlsRole, RTCIceCandidateInit};
@@ -114,13 +115,17 @@ impl Conn {
         // Our own ICE credentials: the ufrag is how the shard's demultiplexer tells this connection's checks
         // from everyone else's on the shared socket.
         let ufrag = random_token(16);
-        let settings = SettingEngineBuilder::new()
+        let mut settings = SettingEngineBuilder::new()
             .with_ice_credentials(ufrag.clone(), random_token(32))
             // DTLS server (`a=setup:passive`), so the browser sends the first flight as soon as its ICE
             // connects and every flight of ours answers a read and leaves at once. RFC 8842 allows either for
             // the answerer.
-            .with_answering_dtls_role(RTCDtlsRole::Server)
-            .build();
+            .with_answering_dtls_role(RTCDtlsRole::Server);
+        if config.srtp == SrtpProfiles::Gcm {
+            settings = settings
+                .with_srtp_protection_profiles(vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm, SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm]);
+        }
+        let settings = settings.build();
         let pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_media_engine(media_engine)
