@@ -12,7 +12,7 @@
 
 use crate::ids::Provider;
 use crate::room::Rooms;
-use crate::sfu::stats::SRTP_PROFILES;
+use crate::sfu::stats::{DELAY_BUCKETS_US, DelayHistogram, SRTP_PROFILES};
 use axum::http::StatusCode;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
@@ -365,7 +365,14 @@ const SRTP_CONNECTIONS: Live = Live {
     kind: MetricType::COUNTER,
     label: Some("profile"),
 };
-const LIVE: [Live; 9] = [
+const FORWARDING_DELAY: Live = Live {
+    name: "telehealth_sfu_forwarding_delay_seconds",
+    help: "Time publishers' RTP packets spend in the gateway: from the kernel's receive timestamp (queueing in the \
+           socket included) to handing the subscribers' copies to the kernel.",
+    kind: MetricType::HISTOGRAM,
+    label: None,
+};
+const LIVE: [Live; 10] = [
     MEETINGS,
     PARTICIPANTS,
     PEER_CONNECTIONS,
@@ -375,6 +382,7 @@ const LIVE: [Live; 9] = [
     PACKETS_SKIPPED,
     KEYFRAME_REQUESTS,
     SRTP_CONNECTIONS,
+    FORWARDING_DELAY,
 ];
 
 /// Reads the room registry and the SFU's own counters when scraped.
@@ -427,8 +435,31 @@ impl Collector for LiveCollector {
                     .map(|(p, n)| sample(MetricType::COUNTER, &[("profile", p)], n as f64))
                     .collect(),
             ),
+            family(&FORWARDING_DELAY, vec![delay_histogram(&self.rooms.sfu().stats.forwarding_delay)]),
         ]
     }
+}
+
+fn delay_histogram(h: &DelayHistogram) -> proto::Metric {
+    let (cumulative, sum_us) = h.cumulative();
+    let mut histogram = proto::Histogram::default();
+    histogram.set_bucket(
+        DELAY_BUCKETS_US
+            .iter()
+            .zip(cumulative)
+            .map(|(&bound_us, count)| {
+                let mut b = proto::Bucket::default();
+                b.set_upper_bound(bound_us as f64 / 1e6);
+                b.set_cumulative_count(count);
+                b
+            })
+            .collect(),
+    );
+    histogram.set_sample_count(cumulative[cumulative.len() - 1]);
+    histogram.set_sample_sum(sum_us as f64 / 1e6);
+    let mut m = proto::Metric::default();
+    m.set_histogram(histogram);
+    m
 }
 
 fn family(m: &Live, metrics: Vec<proto::Metric>) -> MetricFamily {
@@ -547,6 +578,17 @@ mod tests {
         assert_eq!(value(&body, r#"telehealth_sfu_keyframe_requests_total{source="viewer"}"#), Some(5.0));
         assert!(body.contains("# TYPE telehealth_sfu_packets_forwarded_total counter"), "{body}");
         assert!(body.contains("# TYPE telehealth_participants gauge"), "{body}");
+        // The forwarding-delay histogram, in seconds with Prometheus' cumulative buckets.
+        stats.forwarding_delay.observe(std::time::Duration::from_micros(300));
+        stats.forwarding_delay.observe(std::time::Duration::from_millis(30));
+        let body = metrics.render();
+        assert!(body.contains("# TYPE telehealth_sfu_forwarding_delay_seconds histogram"), "{body}");
+        assert_eq!(value(&body, r#"telehealth_sfu_forwarding_delay_seconds_bucket{le="0.00025"}"#), Some(0.0));
+        assert_eq!(value(&body, r#"telehealth_sfu_forwarding_delay_seconds_bucket{le="0.0005"}"#), Some(1.0));
+        assert_eq!(value(&body, r#"telehealth_sfu_forwarding_delay_seconds_bucket{le="0.05"}"#), Some(2.0));
+        assert_eq!(value(&body, r#"telehealth_sfu_forwarding_delay_seconds_bucket{le="+Inf"}"#), Some(2.0));
+        assert_eq!(value(&body, "telehealth_sfu_forwarding_delay_seconds_count"), Some(2.0));
+        assert_eq!(value(&body, "telehealth_sfu_forwarding_delay_seconds_sum"), Some(0.0303));
     }
 
     #[test]

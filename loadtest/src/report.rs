@@ -146,6 +146,10 @@ pub struct ServerReport {
     pub signaling_messages_total: Option<f64>,
     /// Server-side join handling (join frame in → joined out), mean over the run.
     pub join_duration_mean_ms: Option<f64>,
+    /// The SFU's own forwarding delay over the window (kernel receive timestamp → copies handed to the kernel),
+    /// from its histogram: what the server adds, without the load generator's own scheduling.
+    pub forwarding_delay_p50_ms: Option<f64>,
+    pub forwarding_delay_p99_ms: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -313,6 +317,10 @@ impl Report {
             if self.media.is_some() {
                 row("server packets forwarded (window)", format!("{} ({}/s)", f(s.packets_forwarded_window, 1.0, 0, ""), f(s.packets_forwarded_per_second, 1.0, 0, "")));
                 row("server packets forwarded per CPU-second", f(s.packets_forwarded_per_cpu_second, 1.0, 0, ""));
+                row(
+                    "server forwarding delay (window)",
+                    format!("p50 {} · p99 {}", f(s.forwarding_delay_p50_ms, 1.0, 2, " ms"), f(s.forwarding_delay_p99_ms, 1.0, 2, " ms")),
+                );
             }
             row("server join handling (mean)", f(s.join_duration_mean_ms, 1.0, 3, " ms"));
         }
@@ -382,5 +390,7 @@ fn server_report(s: &ServerSamples, joined: u64) -> Option<ServerReport> {
         packets_forwarded_per_cpu_second: forwarded_window.zip(cpu_window).filter(|(_, c)| *c > 0.0).map(|(p, c)| round(p / c, 0)),
         signaling_messages_total: total(scrape::SIGNALING_MESSAGES),
         join_duration_mean_ms: join_sum.zip(join_count).filter(|(_, n)| *n > 0.0).map(|(s, n)| round(s / n * 1000.0, 3)),
+        forwarding_delay_p50_ms: window.and_then(|(a, b)| a.quantile_between(b, scrape::FORWARDING_DELAY, 0.5)).map(|v| round(v * 1000.0, 3)),
+        forwarding_delay_p99_ms: window.and_then(|(a, b)| a.quantile_between(b, scrape::FORWARDING_DELAY, 0.99)).map(|v| round(v * 1000.0, 3)),
     })
 }

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 /// Datagrams per `recvmmsg` / `sendmmsg` call.
 const BATCH: usize = 64;
@@ -56,6 +56,13 @@ fn bind_one(addr: SocketAddr) -> io::Result<UdpSocket> {
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
     socket.bind(&addr.into())?;
+    // Receive timestamps, for the forwarding-delay histogram: they include the time a datagram waited in the
+    // socket for the shard, which a timestamp taken after `recvmmsg` would not.
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket, and an int option value of the size given.
+    let _ = unsafe {
+        libc::setsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, (&on as *const libc::c_int).cast(), size_of::<libc::c_int>() as _)
+    };
     Ok(UdpSocket::from_std(socket.into()))
 }
 
@@ -98,9 +105,10 @@ impl UdpTransport {
         let local = self.addrs[i];
         loop {
             // SAFETY: every pointer below points into buffers that outlive the call: `self.bufs`, and `iovs`,
-            // `names` and `hdrs` on this stack frame. recvmmsg writes at most `BATCH` entries.
+            // `names`, `controls` and `hdrs` on this stack frame. recvmmsg writes at most `BATCH` entries.
             let mut names: [SockAddrStorage; BATCH] = std::array::from_fn(|_| SockAddrStorage::zeroed());
             let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+            let mut controls = [Control([0; CONTROL_BYTES]); BATCH];
             let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
             for k in 0..BATCH {
                 iovs[k] = libc::iovec { iov_base: self.bufs[k].as_mut_ptr().cast(), iov_len: MAX_DATAGRAM };
@@ -108,6 +116,8 @@ impl UdpTransport {
                 hdrs[k].msg_hdr.msg_namelen = size_of::<SockAddrStorage>() as libc::socklen_t;
                 hdrs[k].msg_hdr.msg_iov = &mut iovs[k];
                 hdrs[k].msg_hdr.msg_iovlen = 1;
+                hdrs[k].msg_hdr.msg_control = controls[k].0.as_mut_ptr().cast();
+                hdrs[k].msg_hdr.msg_controllen = CONTROL_BYTES as _;
             }
             let n = unsafe { libc::recvmmsg(fd, hdrs.as_mut_ptr(), BATCH as _, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
             if n < 0 {
@@ -120,13 +130,16 @@ impl UdpTransport {
                 };
             }
             let n = n as usize;
+            // The kernel stamps arrivals on the wall clock; one reading of both clocks maps them to `Instant`s.
+            let clocks = (Instant::now(), SystemTime::now());
             for k in 0..n {
                 let len = hdrs[k].msg_len as usize;
                 // SAFETY: the kernel filled `names[k]` with `msg_namelen` bytes of a socket address.
                 let storage = std::mem::replace(&mut names[k], SockAddrStorage::zeroed());
                 let from = unsafe { SockAddr::new(storage, hdrs[k].msg_hdr.msg_namelen) };
                 let Some(from) = from.as_socket() else { continue };
-                out.push(Datagram { from, to: local, data: BytesMut::from(&self.bufs[k][..len.min(MAX_DATAGRAM)]) });
+                let received = receive_time(&hdrs[k].msg_hdr, clocks);
+                out.push(Datagram { from, to: local, data: BytesMut::from(&self.bufs[k][..len.min(MAX_DATAGRAM)]), received });
             }
             if n < BATCH {
                 // Fewer than asked for: the queue was empty a moment ago, and epoll reports anything newer.
@@ -210,7 +223,8 @@ impl UdpTransport {
 const GSO_MAX_SEGMENTS: usize = 64;
 /// A GSO message is one UDP datagram until the kernel cuts it: its payload must stay under 64 KiB.
 const GSO_MAX_BYTES: usize = 60_000;
-/// Room for one control message carrying a u16 (CMSG_SPACE(2) is 24 on 64-bit Linux).
+/// Room for one control message: a GSO segment size (CMSG_SPACE(2) = 24 on 64-bit Linux) or a receive timestamp
+/// (CMSG_SPACE(16) = 32).
 const CONTROL_BYTES: usize = 32;
 
 #[repr(C, align(8))]
@@ -245,6 +259,26 @@ fn split_runs<D: Borrow<Datagram>>(chunk: &[D], gso: bool, runs: &mut [(usize, u
         count += 1;
     }
     count
+}
+
+/// The kernel's receive timestamp of a datagram (SO_TIMESTAMPNS, on the wall clock) as an `Instant`, given one
+/// simultaneous reading of both clocks. None if the message carries none.
+fn receive_time(h: &libc::msghdr, (now, wall): (Instant, SystemTime)) -> Option<Instant> {
+    // SAFETY: `h` is a header recvmmsg filled: its control buffer holds `msg_controllen` bytes of control
+    // messages, which the CMSG macros walk without leaving it.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                let stamped = SystemTime::UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+                // A stamp after our reading (clock steps) counts as now.
+                return Some(now.checked_sub(wall.duration_since(stamped).unwrap_or_default()).unwrap_or(now));
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    None
 }
 
 /// Asks the kernel to cut `h`'s payload into datagrams of `size` bytes (UDP_SEGMENT), in `control`.
@@ -316,7 +350,7 @@ mod tests {
         let mut b = UdpTransport::bind(&[ip], 0).unwrap();
         let (from, to) = (a.local_addrs()[0], b.local_addrs()[0]);
         let mut batch: Vec<Datagram> =
-            (0..150u8).map(|i| Datagram { from, to, data: BytesMut::from(&[i; 100][..]) }).collect();
+            (0..150u8).map(|i| Datagram { from, to, data: BytesMut::from(&[i; 100][..]), received: None }).collect();
         a.send(&mut batch);
         assert!(batch.is_empty());
         let mut got = Vec::new();
@@ -331,7 +365,7 @@ mod tests {
 
     fn datagrams(to: SocketAddr, sizes: &[usize]) -> Vec<Datagram> {
         let from: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        sizes.iter().enumerate().map(|(i, &n)| Datagram { from, to, data: BytesMut::from(&vec![i as u8; n][..]) }).collect()
+        sizes.iter().enumerate().map(|(i, &n)| Datagram { from, to, data: BytesMut::from(&vec![i as u8; n][..]), received: None }).collect()
     }
 
     #[test]

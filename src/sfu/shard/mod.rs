@@ -151,6 +151,8 @@ struct Shard {
     tx: Vec<Datagram>,
     stun: StunProbe,
     coalesce: Coalescer,
+    /// Arrival times of the current slice's RTP packets, for the forwarding-delay histogram.
+    slice_arrivals: Vec<Instant>,
 }
 
 impl Shard {
@@ -166,6 +168,7 @@ impl Shard {
         Self {
             stun,
             coalesce: Coalescer::new(Instant::now()),
+            slice_arrivals: Vec::with_capacity(RECV_SLICE),
             _alive: alive,
             index,
             transport,
@@ -213,10 +216,19 @@ impl Shard {
             let mut arrivals = rx.drain(..).peekable();
             while arrivals.peek().is_some() {
                 for d in arrivals.by_ref().take(RECV_SLICE) {
+                    if let Some(t) = d.received
+                        && is_rtp(&d.data)
+                    {
+                        self.slice_arrivals.push(t);
+                    }
                     self.datagram(d);
                 }
                 self.process(Instant::now());
                 self.flush();
+                let sent = Instant::now();
+                for t in self.slice_arrivals.drain(..) {
+                    self.stats.forwarding_delay.observe(sent.saturating_duration_since(t));
+                }
             }
             drop(arrivals);
             self.rx = rx;
@@ -559,8 +571,13 @@ fn queue_writes(conn: &mut Conn, tx: &mut Vec<Datagram>, stats: &SfuStats) {
             tracing::debug!(profile = profile.name(), "SRTP profile chosen");
             stats.count_srtp_profile(profile.name());
         }
-        tx.push(Datagram { from: w.transport.local_addr, to: w.transport.peer_addr, data: w.message });
+        tx.push(Datagram { from: w.transport.local_addr, to: w.transport.peer_addr, data: w.message, received: None });
     }
+}
+
+/// An RTP (not RTCP) packet, by RFC 7983's first byte and RFC 5761's payload-type range.
+fn is_rtp(data: &[u8]) -> bool {
+    data.len() >= 12 && (128..=191).contains(&data[0]) && !(192..=223).contains(&data[1])
 }
 
 fn mark(dirty: &mut Vec<ConnId>, conn: &mut Conn, id: ConnId) {
