@@ -2,7 +2,7 @@
 //! Client-side figures come from the participants; server-side figures from `/metrics` scrapes taken
 //! before, around the hold window, and after.
 
-use crate::run::Options;
+use crate::options::Options;
 use crate::api::{ACTIONS, Api};
 use crate::media::MediaSnapshot;
 use crate::participant::Shared;

@@ -7,7 +7,7 @@
 //! for their next deadline. Signaling stays on the async side; a participant's task hands messages over as
 //! commands and awaits the result.
 
-use crate::media::MediaStats;
+use crate::mediastats::MediaStats;
 use crate::peer::ClientPeer;
 use bytes::BytesMut;
 use mio::net::UdpSocket;

@@ -5,6 +5,9 @@
 use super::super::keyframe::KeyframeRequestMarker;
 use super::super::api::{PeerError, PeerEvent};
 use super::super::config::{SfuConfig, SrtpProfiles};
+use super::super::dtls_hello;
+use super::super::memnet::Datagram;
+use super::super::stats::SfuStats;
 use crate::sfu::candidates::{candidate_to_signal, host_candidate, srflx_candidate};
 use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Registry, Slot};
 use rtc::media_stream::MediaStreamTrackId;
@@ -19,6 +22,7 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::{RTCDtlsRole, RTCIceCandidateInit};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::RTCRtpReceiverId;
+use rtc::sansio::Protocol;
 use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RtpCodecKind};
 use rustc_hash::FxHashMap as HashMap;
 use std::net::SocketAddr;
@@ -201,5 +205,20 @@ impl Conn {
 
     pub fn add_candidate(&mut self, init: RTCIceCandidateInit) -> Result<(), PeerError> {
         self.pc.add_remote_candidate(init).map_err(PeerError::candidate)
+    }
+
+    /// Moves everything the connection wrote into the send batch. Our ServerHello among it names the SRTP profile
+    /// the handshake chose, which webrtc-rs does not report otherwise: counted once per connection.
+    pub fn queue_writes(&mut self, tx: &mut Vec<Datagram>, stats: &SfuStats) {
+        while let Some(w) = self.pc.poll_write() {
+            if !self.srtp_known
+                && let Some(profile) = dtls_hello::server_hello_profile(&w.message)
+            {
+                self.srtp_known = true;
+                tracing::debug!(profile = profile.name(), "SRTP profile chosen");
+                stats.count_srtp_profile(profile.name());
+            }
+            tx.push(Datagram { from: w.transport.local_addr, to: w.transport.peer_addr, data: w.message, received: None });
+        }
     }
 }

@@ -14,7 +14,6 @@ use super::super::rewrite::Rewriter;
 use super::super::stats::SfuStats;
 use super::super::memnet::Datagram;
 use super::conn::{Conn, ConnId};
-use super::{RECV_SLICE as REPLAY_SLICE, queue_writes};
 use super::super::api::PublishedTrack;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
@@ -22,6 +21,9 @@ use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+
+/// Cached packets a new viewer's replay writes before they are moved to the send batch.
+const REPLAY_SLICE: usize = 16;
 
 pub struct Published {
     pub info: Arc<PublishedTrack>,
@@ -137,7 +139,7 @@ impl Published {
                         // ever held and keep that capacity, so a whole group at once (up to 256 packets) left
                         // ~80 KB per connection behind.
                         if n % REPLAY_SLICE == REPLAY_SLICE - 1 {
-                            queue_writes(conn, tx, stats);
+                            conn.queue_writes(tx, stats);
                         }
                     }
                     if sent {

@@ -331,7 +331,7 @@ impl Shard {
         for id in self.dirty.drain(..) {
             let Some(conn) = self.conns.get_mut(&id) else { continue };
             conn.dirty = false;
-            queue_writes(conn, &mut self.tx, &self.stats);
+            conn.queue_writes(&mut self.tx, &self.stats);
             if std::mem::take(&mut conn.rearm) {
                 self.timers.set(id, conn.pc.poll_timeout());
             }
@@ -555,25 +555,11 @@ impl Shard {
         self.demux.remove(id);
         self.timers.remove(id);
         let _ = conn.pc.close();
-        queue_writes(&mut conn, &mut self.tx, &self.stats);
+        conn.queue_writes(&mut self.tx, &self.stats);
         self.stats.peer_connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// Moves everything the connection wrote into the send batch. Our ServerHello among it names the SRTP profile the
-/// handshake chose, which webrtc-rs does not report otherwise: counted once per connection.
-fn queue_writes(conn: &mut Conn, tx: &mut Vec<Datagram>, stats: &SfuStats) {
-    while let Some(w) = conn.pc.poll_write() {
-        if !conn.srtp_known
-            && let Some(profile) = dtls_hello::server_hello_profile(&w.message)
-        {
-            conn.srtp_known = true;
-            tracing::debug!(profile = profile.name(), "SRTP profile chosen");
-            stats.count_srtp_profile(profile.name());
-        }
-        tx.push(Datagram { from: w.transport.local_addr, to: w.transport.peer_addr, data: w.message, received: None });
-    }
-}
 
 /// An RTP (not RTCP) packet, by RFC 7983's first byte and RFC 5761's payload-type range.
 fn is_rtp(data: &[u8]) -> bool {
