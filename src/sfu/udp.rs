@@ -343,37 +343,46 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    #[test]
-    fn a_batch_goes_out_and_comes_back_in_through_one_socket_each() {
+    /// Two transports on 127.0.0.1, one socket each.
+    fn loopback_pair() -> (UdpTransport, UdpTransport) {
         let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
-        let mut a = UdpTransport::bind(&[ip], 0).unwrap();
-        let mut b = UdpTransport::bind(&[ip], 0).unwrap();
-        let (from, to) = (a.local_addrs()[0], b.local_addrs()[0]);
-        let mut batch: Vec<Datagram> =
-            (0..150u8).map(|i| Datagram { from, to, data: BytesMut::from(&[i; 100][..]), received: None }).collect();
-        a.send(&mut batch);
-        assert!(batch.is_empty());
+        (UdpTransport::bind(&[ip], 0).unwrap(), UdpTransport::bind(&[ip], 0).unwrap())
+    }
+
+    /// What `t` receives until it has `n` datagrams or 2 s have passed.
+    fn receive(t: &mut UdpTransport, n: usize) -> Vec<Datagram> {
         let mut got = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(2);
-        while got.len() < 150 && Instant::now() < deadline {
-            b.wait(Some(Instant::now() + Duration::from_millis(50))).unwrap();
-            b.recv(&mut got).unwrap();
+        while got.len() < n && Instant::now() < deadline {
+            t.wait(Some(Instant::now() + Duration::from_millis(50))).unwrap();
+            t.recv(&mut got).unwrap();
         }
+        got
+    }
+
+    #[test]
+    fn a_batch_goes_out_and_comes_back_in_through_one_socket_each() {
+        let (mut a, mut b) = loopback_pair();
+        let (from, to) = (a.local_addrs()[0], b.local_addrs()[0]);
+        let mut batch = datagrams(from, to, &[100; 150]);
+        a.send(&mut batch);
+        assert!(batch.is_empty());
+        let got = receive(&mut b, 150);
         assert_eq!(got.len(), 150);
         assert!(got.iter().enumerate().all(|(i, d)| d.from == from && d.to == to && d.data[..] == [i as u8; 100][..]));
     }
 
-    fn datagrams(to: SocketAddr, sizes: &[usize]) -> Vec<Datagram> {
-        let from: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    fn datagrams(from: SocketAddr, to: SocketAddr, sizes: &[usize]) -> Vec<Datagram> {
         sizes.iter().enumerate().map(|(i, &n)| Datagram { from, to, data: BytesMut::from(&vec![i as u8; n][..]), received: None }).collect()
     }
 
     #[test]
     fn runs_are_one_destination_and_one_size_with_a_shorter_last() {
-        let (x, y): (SocketAddr, SocketAddr) = ("127.0.0.1:5000".parse().unwrap(), "127.0.0.1:5001".parse().unwrap());
-        let mut batch = datagrams(x, &[1000, 1000, 1000, 400, 1000, 1000, 1200]);
-        batch.extend(datagrams(y, &[1000, 1000]));
-        batch.extend(datagrams(x, &[1000]));
+        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let (from, x, y) = (addr(1), addr(5000), addr(5001));
+        let mut batch = datagrams(from, x, &[1000, 1000, 1000, 400, 1000, 1000, 1200]);
+        batch.extend(datagrams(from, y, &[1000, 1000]));
+        batch.extend(datagrams(from, x, &[1000]));
         let mut runs = [(0, 0); BATCH];
         let n = split_runs(&batch, true, &mut runs);
         // A shorter one ends a run; a longer one starts the next; a new destination starts the next.
@@ -381,7 +390,7 @@ mod tests {
         let n = split_runs(&batch, false, &mut runs);
         assert_eq!(n, batch.len());
         assert!(runs[..n].iter().enumerate().all(|(i, &r)| r == (i, i + 1)));
-        let many = datagrams(x, &[1200; BATCH]);
+        let many = datagrams(from, x, &[1200; BATCH]);
         let n = split_runs(&many, true, &mut runs);
         assert!(runs[..n].iter().all(|&(a, b)| b - a <= GSO_MAX_SEGMENTS && (b - a) * 1200 <= GSO_MAX_BYTES), "{:?}", &runs[..n]);
         assert_eq!(runs[n - 1].1, BATCH);
@@ -389,24 +398,14 @@ mod tests {
 
     #[test]
     fn segmented_runs_arrive_as_the_datagrams_they_were() {
-        let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
-        let mut a = UdpTransport::bind(&[ip], 0).unwrap();
-        let mut b = UdpTransport::bind(&[ip], 0).unwrap();
+        let (mut a, mut b) = loopback_pair();
         let (from, to) = (a.local_addrs()[0], b.local_addrs()[0]);
         // Frames of equal packets with a shorter last, audio-sized ones between them: 200 datagrams.
         let sizes: Vec<usize> = (0..40).flat_map(|f| [1100, 1100, 1100, 700 + f, 120]).collect();
-        let mut batch = datagrams(to, &sizes);
-        for d in &mut batch {
-            d.from = from;
-        }
+        let mut batch = datagrams(from, to, &sizes);
         let want: Vec<Vec<u8>> = batch.iter().map(|d| d.data.to_vec()).collect();
         a.send(&mut batch);
-        let mut got = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while got.len() < want.len() && Instant::now() < deadline {
-            b.wait(Some(Instant::now() + Duration::from_millis(50))).unwrap();
-            b.recv(&mut got).unwrap();
-        }
+        let got = receive(&mut b, want.len());
         assert!(a.gso.load(Ordering::Relaxed), "loopback takes GSO");
         assert_eq!(a.dropped.load(Ordering::Relaxed), 0);
         let got: Vec<Vec<u8>> = got.into_iter().map(|d| d.data.to_vec()).collect();

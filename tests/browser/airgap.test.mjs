@@ -48,13 +48,8 @@ test('with no default route, two pages on the LAN address see and hear each othe
   const { status, json } = await h.api(server.baseUrl, { action: 'create-meeting' }, apiKey);
   assert.equal(status, 200, JSON.stringify(json));
   const link = server.httpsUrl + json.link;
-  const pages = [];
-  for (const name of ['Dr. Okafor', 'Robin Patient']) {
-    const page = await h.openPage(browser, server.httpsUrl, name, pageConsole);
-    await h.prepareJoin(page, link, name);
-    pages.push(page);
-  }
-  await Promise.all(pages.map((p) => p.getByRole('button', { name: 'Join' }).click()));
+  const pages = await h.preparePages(browser, server.httpsUrl, link, ['Dr. Okafor', 'Robin Patient'], pageConsole);
+  await h.joinAll(pages);
   for (const page of pages) {
     await eventually(
       async () => {

@@ -191,6 +191,23 @@ export async function openPage(browser, baseUrl, name, log = []) {
 }
 
 /**
+ * One page per name (`openPage`), each on the join `link` with its name filled in and its camera preview up
+ * (`prepareJoin`), in order; nobody has clicked Join yet.
+ */
+export async function preparePages(browser, baseUrl, link, names, log = []) {
+  const pages = [];
+  for (const name of names) {
+    const page = await openPage(browser, baseUrl, name, log);
+    await prepareJoin(page, link, name);
+    pages.push(page);
+  }
+  return pages;
+}
+
+/** Clicks Join on every page at once. */
+export const joinAll = (pages) => Promise.all(pages.map((p) => p.getByRole('button', { name: 'Join' }).click()));
+
+/**
  * Inbound media of the join page's peer connection: totals, and each remote stream's own counters
  * (`streams`: kind, framesDecoded, framesPerSecond, bytesReceived, packetsReceived, packetsLost).
  */

@@ -52,12 +52,8 @@ before(async () => {
 after(() => h.teardown({ prefix: 'media-', browser, server, tmp, pageConsole }));
 
 test('three participants each decode both others and hear both', async () => {
-  for (const name of NAMES) {
-    const page = await h.openPage(browser, baseUrl, name, pageConsole);
-    await h.prepareJoin(page, link, name);
-    pages.push(page);
-  }
-  await Promise.all(pages.map((p) => p.getByRole('button', { name: 'Join' }).click()));
+  pages.push(...(await h.preparePages(browser, baseUrl, link, NAMES, pageConsole)));
+  await h.joinAll(pages);
   for (const [i, page] of pages.entries()) {
     await decodesEveryone(page, 2, NAMES[i]);
     await eventually(async () => (await page.getByTestId('participant-count').getAttribute('data-count')) === '3', {

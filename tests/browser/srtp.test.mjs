@@ -51,13 +51,8 @@ test('with RTC_SRTP_PROFILES=gcm, Chromium protects the visit with AES-GCM and b
   const { status, json } = await h.api(server.baseUrl, { action: 'create-meeting' }, apiKey);
   assert.equal(status, 200, JSON.stringify(json));
   const link = server.baseUrl + json.link;
-  const pages = [];
-  for (const name of ['Dr. Okafor', 'Pat Lindqvist']) {
-    const page = await h.openPage(browser, server.baseUrl, name, pageConsole);
-    await h.prepareJoin(page, link, name);
-    pages.push(page);
-  }
-  await Promise.all(pages.map((p) => p.getByRole('button', { name: 'Join' }).click()));
+  const pages = await h.preparePages(browser, server.baseUrl, link, ['Dr. Okafor', 'Pat Lindqvist'], pageConsole);
+  await h.joinAll(pages);
   for (const page of pages) {
     await eventually(async () => (await h.liveStreams(page, 1000)).video.length >= 1, { timeout: 30_000, what: 'remote video decoding' });
     const cipher = await srtpCipher(page);

@@ -16,12 +16,7 @@ const samples = [];
 try {
   for (let round = 0; round < Number(process.env.ROUNDS || 6); round++) {
     const { json } = await h.api(server.baseUrl, { action: 'create-meeting' }, key);
-    const pages = [];
-    for (const name of ['First Page', 'Second Page']) {
-      const page = await h.openPage(browser, server.baseUrl, name);
-      await h.prepareJoin(page, server.baseUrl + json.link, name);
-      pages.push(page);
-    }
+    const pages = await h.preparePages(browser, server.baseUrl, server.baseUrl + json.link, ['First Page', 'Second Page']);
     await Promise.all(
       pages.map(async (page) => {
         const clicked = Date.now();

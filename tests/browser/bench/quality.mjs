@@ -18,13 +18,9 @@ const browser = await h.launchBrowser();
 let streams = [];
 try {
   const { json } = await h.api(server.baseUrl, { action: 'create-meeting' }, key);
-  const pages = [];
-  for (let i = 0; i < n; i++) {
-    const page = await h.openPage(browser, server.baseUrl, `Participant ${i + 1}`);
-    await h.prepareJoin(page, server.baseUrl + json.link, `Participant ${i + 1}`);
-    pages.push(page);
-  }
-  await Promise.all(pages.map((p) => p.getByRole('button', { name: 'Join' }).click()));
+  const names = Array.from({ length: n }, (_, i) => `Participant ${i + 1}`);
+  const pages = await h.preparePages(browser, server.baseUrl, server.baseUrl + json.link, names);
+  await h.joinAll(pages);
   for (const page of pages) {
     await h.eventually(async () => (await h.liveStreams(page, 1000)).video.length >= n - 1, {
       timeout: 60_000,
