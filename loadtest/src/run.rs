@@ -127,6 +127,15 @@ async fn run_participants(options: &Options, api: &Arc<Api>, before: Option<scra
     while shared.settled.load(Ordering::Relaxed) < total as u64 && Instant::now() < settle_deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // With media, the hold measures steady state: it starts once every subscriber has opened the tracks it
+    // expects (a renegotiation still in flight would count packets the server forwards but no track reads yet).
+    if let Some(stats) = &media_stats {
+        let expected = expected_tracks(&slots);
+        let media_deadline = Instant::now() + Duration::from_secs(30);
+        while stats.snapshot().tracks_received < expected && Instant::now() < media_deadline && !interrupt.is_set() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let ramp = ramp_started.elapsed();
 
     // Hold.
@@ -159,7 +168,7 @@ async fn run_participants(options: &Options, api: &Arc<Api>, before: Option<scra
     progress.finish();
     let after = scrape::scrape(api.http(), &options.url).await;
 
-    let tracks_expected: u64 = slots.iter().map(|s| { let j = s.joined.load(Ordering::Relaxed); j * j.saturating_sub(1) * 2 }).sum();
+    let tracks_expected = expected_tracks(&slots);
     if interrupt.is_set() {
         shared.error("interrupted (Ctrl-C)");
     }
@@ -174,6 +183,11 @@ async fn run_participants(options: &Options, api: &Arc<Api>, before: Option<scra
         },
         server: report::ServerSamples { before, window_start: hold_start, window_end: hold_end, after, during: server_samples },
     }))
+}
+
+/// Remote tracks the joined participants should open: each receives the audio and video of every other one.
+fn expected_tracks(slots: &[Arc<MeetingSlot>]) -> u64 {
+    slots.iter().map(|s| { let j = s.joined.load(Ordering::Relaxed); j * j.saturating_sub(1) * 2 }).sum()
 }
 
 /// Set once on Ctrl-C.
