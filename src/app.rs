@@ -5,7 +5,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::meetings::MeetingService;
 use crate::metrics::Metrics;
-use crate::room::Rooms;
+use crate::room::{Admission, Rooms};
 use crate::appointments::AppointmentService;
 use crate::store::Store;
 use std::sync::Arc;
@@ -21,6 +21,8 @@ pub struct AppState {
     /// Rung after a change queued notifications, so the outbox worker sends them at once.
     pub outbox_wake: Arc<tokio::sync::Notify>,
     pub rooms: Arc<Rooms>,
+    /// The one way into a room: `/ws` hands every `join` to it.
+    pub admission: Arc<Admission>,
     /// What `GET /metrics` exposes; handlers record latencies and outcomes here.
     pub metrics: Arc<Metrics>,
     /// Flips once when the server starts draining: new joins are refused from then on.

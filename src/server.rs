@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::http::{self, ListenerScheme};
 use crate::meetings::{Backends, ChimeBackend, LocalBackend, LocalCapacity, MeetingBackend, MeetingService, Routing};
 use crate::metrics::Metrics;
-use crate::room::Rooms;
+use crate::room::{Admission, Rooms};
 use crate::sfu::Sfu;
 use crate::appointments::AppointmentService;
 use crate::appointments::notices::Notices;
@@ -74,6 +74,7 @@ impl Server {
         };
         let appointments = Arc::new(AppointmentService::new(store.clone(), meetings.clone(), auth.clone(), notices));
         let outbox_wake = Arc::new(tokio::sync::Notify::new());
+        let admission = Arc::new(Admission::new(auth.clone(), meetings.clone(), rooms.clone()));
         let state = AppState {
             config,
             store,
@@ -82,6 +83,7 @@ impl Server {
             appointments,
             outbox_wake,
             rooms,
+            admission,
             metrics,
             shutdown: Shutdown::default(),
         };

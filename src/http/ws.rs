@@ -1,5 +1,5 @@
 //! GET /ws: the signaling socket. This handler only turns frames into `signaling` messages and back;
-//! the room decides what they mean.
+//! admission (`room::admission`) decides who gets in, the room what the messages mean.
 //!
 //! The first frame must be `join` with a JoinToken, within `JOIN_TIMEOUT`. A forged, expired or missing
 //! token, or a deleted meeting, gets an error frame and the socket closes. Malformed frames later on get
@@ -9,9 +9,8 @@
 //! join phase ended and, for a successful one, the time from the `join` frame to `joined` leaving.
 
 use crate::app::AppState;
-use crate::ids::Provider;
 use crate::metrics::{Direction, JoinResult, Metrics};
-use crate::room::{JoinError, Outbound, Session};
+use crate::room::{JoinRequest, Outbound, Refusal, Session};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::extract::{State, WebSocketUpgrade};
 use axum::response::Response;
@@ -106,27 +105,30 @@ fn parse(text: &str) -> Result<ClientMessage, String> {
 
 async fn run(state: AppState, mut socket: Socket) {
     let Some((session, join_received)) = join(&state, &mut socket).await else { return };
-    let (meeting_id, attendee_id) = (session.meeting_id, session.attendee_id);
-    tracing::info!(meeting = %meeting_id, attendee = %attendee_id, "participant joined");
-    // The stay (the usage record) and its `attendee.joined` line are written alongside the call rather than
-    // before it: `joined` must not wait for a database write (and its fsync). The leave waits for the join's
-    // write, so the log keeps their order.
-    let meetings = Arc::clone(&state.meetings);
-    let started = tokio::spawn(async move { meetings.local_session_started(meeting_id, attendee_id).await });
     relay(&mut socket, session, join_received).await;
-    tracing::info!(meeting = %meeting_id, attendee = %attendee_id, "participant left");
-    match started.await {
-        Ok(Ok(stay)) => {
-            if let Err(e) = state.meetings.session_ended(stay, meeting_id, attendee_id, Provider::Local).await {
-                tracing::error!(error = %e, "recording a leave failed");
-            }
-        }
-        Ok(Err(e)) => tracing::error!(error = %e, "recording a join failed"),
-        Err(e) => tracing::error!(error = %e, "recording a join failed"),
+}
+
+/// The join phase's outcome for `/metrics`.
+fn join_result(refusal: Refusal) -> JoinResult {
+    match refusal {
+        Refusal::Unauthorized => JoinResult::Unauthorized,
+        Refusal::NotFound => JoinResult::NotFound,
+        Refusal::Full => JoinResult::Full,
+        Refusal::ShuttingDown => JoinResult::ShuttingDown,
+        Refusal::Unavailable => JoinResult::Unavailable,
     }
 }
 
-/// Waits for a valid `join` and enters the room; also returns when the `join` frame arrived, to time the
+/// The error code a refusal is sent with (every one of them is fatal: the socket closes).
+fn refusal_code(refusal: Refusal) -> ErrorCode {
+    match refusal {
+        Refusal::Unauthorized => ErrorCode::Unauthorized,
+        Refusal::NotFound => ErrorCode::NotFound,
+        Refusal::Full | Refusal::ShuttingDown | Refusal::Unavailable => ErrorCode::ServiceUnavailable,
+    }
+}
+
+/// Waits for a valid `join` and hands it to admission; also returns when the `join` frame arrived, to time the
 /// join until `joined` is sent. None: the socket was refused (and closed), or the client went away.
 async fn join(state: &AppState, socket: &mut Socket) -> Option<(Session, Instant)> {
     let deadline = Instant::now() + JOIN_TIMEOUT;
@@ -150,8 +152,8 @@ async fn join(state: &AppState, socket: &mut Socket) -> Option<(Session, Instant
             }
             _ => continue,
         };
-        let (token, audio_muted, video_muted) = match parse(&text) {
-            Ok(ClientMessage::Join { token, audio_muted, video_muted }) => (token, audio_muted, video_muted),
+        let request = match parse(&text) {
+            Ok(ClientMessage::Join { token, audio_muted, video_muted }) => JoinRequest { token, audio_muted, video_muted },
             Ok(ClientMessage::Ping { ts }) => {
                 socket.send(&ServerMessage::Pong { ts }).await;
                 continue;
@@ -168,42 +170,11 @@ async fn join(state: &AppState, socket: &mut Socket) -> Option<(Session, Instant
                 continue;
             }
         };
-        let claims = match state.auth.verify_join_token(&token) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::info!(reason = %e, "join refused: bad token");
-                let message = "the join token is invalid or has expired";
-                refuse(socket, JoinResult::Unauthorized, ErrorCode::Unauthorized, message).await;
-                return None;
-            }
-        };
-        let attendee = match state.store.find_live_attendee(claims.meeting_id, claims.attendee_id).await {
-            Ok(Some(a)) => a,
-            Ok(None) => {
-                refuse(socket, JoinResult::NotFound, ErrorCode::NotFound, "this meeting has ended or does not exist").await;
-                return None;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "attendee lookup failed");
-                let message = "the service is temporarily unavailable";
-                refuse(socket, JoinResult::Unavailable, ErrorCode::ServiceUnavailable, message).await;
-                return None;
-            }
-        };
-        if state.shutdown.is_triggered() {
-            refuse(socket, JoinResult::ShuttingDown, ErrorCode::ServiceUnavailable, "the server is shutting down").await;
-            return None;
-        }
-        let name = attendee.external_user_id.as_str().to_owned();
-        return match state.rooms.join(claims.meeting_id, claims.attendee_id, name, audio_muted, video_muted) {
+        return match state.admission.admit(request).await {
             // Counted as `ok` when `joined` has been sent (in `relay`).
             Ok(session) => Some((session, received)),
-            Err(e) => {
-                let result = match e {
-                    JoinError::Full => JoinResult::Full,
-                    JoinError::ShuttingDown => JoinResult::ShuttingDown,
-                };
-                refuse(socket, result, ErrorCode::ServiceUnavailable, &e.to_string()).await;
+            Err(refusal) => {
+                refuse(socket, join_result(refusal), refusal_code(refusal), &refusal.message()).await;
                 None
             }
         };

@@ -15,6 +15,7 @@
 use super::service::{MeetingError, MeetingService, audit_line};
 use crate::config::LifecycleConfig;
 use crate::ids::{AttendeeId, MeetingId, Provider, SessionId};
+use crate::room::{Attendance, AttendanceError};
 use crate::store::{AuditAction, AuditActor, MeetingRecord, SessionRecord};
 use chrono::{DateTime, Duration as Span, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -45,6 +46,23 @@ pub enum Presence {
     /// Still there (the session it reported joining with).
     Heartbeat(SessionId),
     Left(SessionId),
+}
+
+/// Admission's view of the store: local participants' lookups and stays.
+#[async_trait::async_trait]
+impl Attendance for MeetingService {
+    async fn live_attendee(&self, meeting: MeetingId, attendee: AttendeeId) -> Result<Option<String>, AttendanceError> {
+        let found = self.store.find_live_attendee(meeting, attendee).await?;
+        Ok(found.map(|a| a.external_user_id.as_str().to_owned()))
+    }
+
+    async fn stay_started(&self, meeting: MeetingId, attendee: AttendeeId) -> Result<SessionId, AttendanceError> {
+        Ok(self.local_session_started(meeting, attendee).await?)
+    }
+
+    async fn stay_ended(&self, stay: SessionId, meeting: MeetingId, attendee: AttendeeId) -> Result<(), AttendanceError> {
+        Ok(self.session_ended(stay, meeting, attendee, Provider::Local).await?)
+    }
 }
 
 impl MeetingService {

@@ -5,10 +5,13 @@
 //! state, so offers, answers and track changes for one participant are handled strictly in order. The
 //! room only routes commands between actors.
 
+pub mod admission;
 mod participant;
 
 use crate::ids::{AttendeeId, MeetingId};
 use crate::sfu::{PublishedTrack, Sfu};
+use admission::StayRecorder;
+pub use admission::{Admission, Attendance, AttendanceError, JoinRequest, Refusal};
 use participant::{Command, Member};
 use signaling::{ClientMessage, EndReason, Participant, ServerMessage};
 use std::collections::HashMap;
@@ -201,8 +204,9 @@ impl Rooms {
         self.lock_rooms().values().map(|r| r.count()).sum()
     }
 
-    /// Adds a participant (already authenticated by the caller) to the meeting's room. A second join
-    /// by the same attendee replaces the first socket.
+    /// Adds a participant (already authenticated by the caller) to the meeting's room, recording no stay (a
+    /// test's direct entry; a client comes in through `Admission`). A second join by the same attendee replaces
+    /// the first socket.
     pub fn join(
         &self,
         meeting_id: MeetingId,
@@ -210,6 +214,19 @@ impl Rooms {
         name: String,
         audio_muted: bool,
         video_muted: bool,
+    ) -> Result<Session, JoinError> {
+        self.enter(meeting_id, attendee_id, name, audio_muted, video_muted, None)
+    }
+
+    /// `join`, with the stay recorded from entering to leaving when `stay` is given.
+    pub(crate) fn enter(
+        &self,
+        meeting_id: MeetingId,
+        attendee_id: AttendeeId,
+        name: String,
+        audio_muted: bool,
+        video_muted: bool,
+        stay: Option<StayRecorder>,
     ) -> Result<Session, JoinError> {
         if self.draining.load(Ordering::SeqCst) {
             return Err(JoinError::ShuttingDown);
@@ -255,6 +272,8 @@ impl Rooms {
         });
         room.send_others(attendee_id, || Command::Notify(ServerMessage::ParticipantCount { count }));
 
+        tracing::info!(meeting = %meeting_id, attendee = %attendee_id, "participant joined");
+        let stay = stay.map(|s| s.begin(meeting_id, attendee_id));
         participant::spawn(participant::Actor::new(
             Arc::clone(&room),
             Arc::clone(&self.sfu),
@@ -262,6 +281,7 @@ impl Rooms {
             seq,
             out_tx,
             cmd_rx,
+            stay,
         ));
         Ok(Session { meeting_id, attendee_id, outbound: out_rx, commands: cmd_tx })
     }

@@ -4,6 +4,7 @@
 //! only the server offers. `negotiating` is true while a server offer awaits the client's answer; track
 //! changes arriving meanwhile set `renegotiate`, and one more offer goes out when the answer lands.
 
+use super::admission::Stay;
 use super::{Outbound, Room};
 use crate::ids::AttendeeId;
 use crate::sfu::{Peer, PeerEvent, PublishedTrack, Sfu};
@@ -46,6 +47,8 @@ pub(crate) struct Actor {
     pending: Vec<Arc<PublishedTrack>>,
     negotiating: bool,
     renegotiate: bool,
+    /// Recorded (usage and audit) until the participant leaves the room.
+    stay: Option<Stay>,
 }
 
 pub(crate) fn spawn(actor: Actor) {
@@ -65,6 +68,7 @@ impl Actor {
         seq: u64,
         out: mpsc::UnboundedSender<Outbound>,
         commands: mpsc::UnboundedReceiver<Command>,
+        stay: Option<Stay>,
     ) -> Self {
         Self {
             room,
@@ -79,6 +83,7 @@ impl Actor {
             pending: Vec::new(),
             negotiating: false,
             renegotiate: false,
+            stay,
         }
     }
 
@@ -101,6 +106,12 @@ impl Actor {
             if let Flow::Stop = flow {
                 break;
             }
+        }
+        tracing::info!(meeting = %self.room.meeting_id, attendee = %self.me, "participant left");
+        // The leave is written before the member goes, so a draining server (which waits for rooms to empty)
+        // does not stop before the stay's end is recorded.
+        if let Some(stay) = self.stay.take() {
+            stay.end().await;
         }
         self.room.leave(self.me, self.seq);
         if let Some(peer) = self.peer.take() {
