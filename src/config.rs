@@ -133,6 +133,12 @@ pub struct Config {
     pub join_token_ttl: Duration,
     /// `SHUTDOWN_GRACE_SECS`: how long shutdown waits for participants to leave (default 5 s).
     pub shutdown_grace: Duration,
+    /// `RESUME_WINDOW_SECS`: how long a participant whose connection dropped keeps its place before the others
+    /// see it leave (default 60 s; 0: leave at once).
+    pub resume_window: Duration,
+    /// `SOCKET_STALL_SECS`: how long a participant's socket may stay too far behind (news skipped) before it is
+    /// detached as not reading (default 10 s).
+    pub socket_stall: Duration,
     /// `MAX_BODY_BYTES`: the API's request size limit (default 64 KiB).
     pub max_body_bytes: usize,
     pub sfu: SfuConfig,
@@ -279,6 +285,8 @@ impl Config {
             lifecycle: LifecycleConfig::default(),
             join_token_ttl: Duration::from_secs(24 * 3600),
             shutdown_grace: Duration::from_secs(5),
+            resume_window: Duration::from_secs(60),
+            socket_stall: Duration::from_secs(10),
             max_body_bytes: 64 * 1024,
             sfu: SfuConfig::default(),
             clinic: ClinicConfig::default(),
@@ -379,6 +387,8 @@ impl Config {
             },
             join_token_ttl: Duration::from_secs(parse_var("JOIN_TOKEN_TTL_SECS", 24 * 3600u64)?),
             shutdown_grace: Duration::from_secs(parse_var("SHUTDOWN_GRACE_SECS", 5u64)?),
+            resume_window: Duration::from_secs(parse_var("RESUME_WINDOW_SECS", 60u64)?),
+            socket_stall: Duration::from_secs(parse_var("SOCKET_STALL_SECS", 10u64)?.max(1)),
             max_body_bytes: parse_var("MAX_BODY_BYTES", 64 * 1024usize)?,
             sfu,
             clinic: ClinicConfig {

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::http::{self, ListenerScheme};
 use crate::meetings::{Backends, ChimeBackend, LocalBackend, LocalCapacity, MeetingBackend, MeetingService, Routing};
 use crate::metrics::Metrics;
-use crate::room::{Admission, Rooms};
+use crate::room::{Admission, Rooms, RoomsConfig};
 use crate::sfu::Sfu;
 use crate::appointments::AppointmentService;
 use crate::appointments::notices::Notices;
@@ -49,7 +49,12 @@ impl Server {
         let config = Arc::new(config);
         let store = store::Store::connect(&config.database_url).await?;
         let auth = Arc::new(Auth::load(&config)?);
-        let rooms = Rooms::new(Sfu::new(config.sfu.clone())?);
+        let rooms_config = RoomsConfig {
+            resume_window: config.resume_window,
+            max_participants: config.local_max_participants,
+            stall_timeout: config.socket_stall,
+        };
+        let rooms = Rooms::with_config(Sfu::new(config.sfu.clone())?, rooms_config);
         let metrics = Metrics::new(Arc::clone(&rooms));
         let capacity =
             LocalCapacity { max_meetings: config.local_max_meetings, max_participants: config.local_max_participants };

@@ -19,7 +19,7 @@ fn bridge(mut session: Session) -> (mpsc::UnboundedSender<ClientMessage>, mpsc::
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                m = from_client.recv() => match m { Some(m) => session.handle(m), None => break },
+                m = from_client.recv() => match m { Some(m) => session.handle(m).await, None => break },
                 o = session.outbound.recv() => match o {
                     Some(Outbound::Message(m)) => { let _ = to_client.send(m); }
                     Some(Outbound::Close) | None => break,
@@ -132,13 +132,13 @@ async fn the_sfu_answers_as_the_dtls_server() {
     let client = MediaPeer::start(out, incoming, others, VideoCodec::Vp8).await.expect("peer");
     let offer = loop {
         match tokio::time::timeout(Duration::from_secs(5), sent.recv()).await.expect("an offer in time") {
-            Some(ClientMessage::Offer { sdp }) => break sdp,
+            Some(ClientMessage::Offer { sdp, .. }) => break sdp,
             Some(_) => continue,
             None => panic!("the peer stopped before offering"),
         }
     };
     assert!(offer.contains("a=setup:actpass"), "{offer}");
-    let (events, _events) = mpsc::unbounded_channel();
+    let (events, _events) = mpsc::channel(64);
     let server = sfu.create_peer("dtls-room", "dtls-role".into(), events).await.expect("server peer");
     let answer = server.handle_offer(offer).await.expect("answer");
     assert!(answer.contains("a=setup:passive") && !answer.contains("a=setup:active"), "{answer}");

@@ -61,8 +61,9 @@ async fn joining_with_a_valid_token_reports_the_others_and_the_count() {
     let server = TestServer::start().await;
     let (id, url, guests) = meeting_with_guests(&server, &["Dr. Smith", "Pat Client"]).await;
     let (mut a, first) = join(&url, &guests[0].token).await;
-    let ServerMessage::Joined { meeting_id, attendee_id, participants, count } = first else { panic!("{first:?}") };
+    let ServerMessage::Joined { meeting_id, attendee_id, participants, count, resumed } = first else { panic!("{first:?}") };
     assert_eq!((meeting_id.as_str(), attendee_id.as_str(), count), (id.as_str(), guests[0].attendee_id.as_str(), 1));
+    assert!(!resumed, "a first join resumes nothing");
     assert!(participants.is_empty());
 
     let (_b, first) = join(&url, &guests[1].token).await;
@@ -110,7 +111,7 @@ async fn a_missing_or_empty_token_is_refused() {
 
     // Anything but `join` first is refused too.
     let mut client = SignalingClient::connect(&url).await.unwrap();
-    client.send(&ClientMessage::Offer { sdp: "v=0".into() }).await.unwrap();
+    client.send(&ClientMessage::Offer { sdp: "v=0".into(), restart: false }).await.unwrap();
     assert!(is_error(&next(&mut client, T).await, ErrorCode::Unauthorized));
     assert!(closed(&mut client, T).await);
 }
@@ -139,7 +140,7 @@ async fn garbage_frames_get_a_bad_request_error_and_the_socket_stays_usable() {
     // An answer nobody asked for, and an unparseable SDP, are refused without ending the session.
     client.send(&ClientMessage::Answer { sdp: "v=0".into() }).await.unwrap();
     assert!(is_error(&next(&mut client, T).await, ErrorCode::Conflict));
-    client.send(&ClientMessage::Offer { sdp: "this is not sdp".into() }).await.unwrap();
+    client.send(&ClientMessage::Offer { sdp: "this is not sdp".into(), restart: false }).await.unwrap();
     assert!(is_error(&next(&mut client, T).await, ErrorCode::UnprocessableEntity));
     client.send(&ClientMessage::Ping { ts: Some(7) }).await.unwrap();
     assert_eq!(next(&mut client, T).await, ServerMessage::Pong { ts: Some(7) });
@@ -181,20 +182,23 @@ async fn joining_twice_replaces_the_first_socket() {
     let (_, url, guests) = meeting_with_guests(&server, &["Pat Client"]).await;
     let (mut first, _) = join(&url, &guests[0].token).await;
     let (_second, joined) = join(&url, &guests[0].token).await;
-    assert!(matches!(joined, ServerMessage::Joined { count: 1, .. }), "{joined:?}");
+    // The second socket takes over the same participant: it resumes, it does not enter a second time.
+    assert!(matches!(joined, ServerMessage::Joined { count: 1, resumed: true, .. }), "{joined:?}");
     let ended = until(&mut first, T, |m| matches!(m, ServerMessage::MeetingEnded { .. })).await;
     assert_eq!(ended, ServerMessage::MeetingEnded { reason: EndReason::Replaced });
 }
 
 #[tokio::test]
-async fn shutdown_tells_participants_and_refuses_new_joins() {
+async fn shutdown_tells_participants_the_server_is_restarting_and_refuses_new_joins() {
     let server = TestServer::start().await;
     let (_, url, guests) = meeting_with_guests(&server, &["Dr. Smith", "Pat Client"]).await;
     let (mut a, _) = join(&url, &guests[0].token).await;
     let state = server.state.clone();
     let stopping = tokio::spawn(server.stop());
-    let ended = until(&mut a, T, |m| matches!(m, ServerMessage::MeetingEnded { .. })).await;
-    assert_eq!(ended, ServerMessage::MeetingEnded { reason: EndReason::ServerShutdown });
+    // Not "ended": the meeting goes on, and the page is told to come back.
+    let restarting = until(&mut a, T, |m| matches!(m, ServerMessage::ServerRestarting { .. } | ServerMessage::MeetingEnded { .. })).await;
+    assert!(matches!(restarting, ServerMessage::ServerRestarting { retry_after_ms } if retry_after_ms > 0), "{restarting:?}");
+    assert!(closed(&mut a, T).await);
     assert!(state.rooms.is_draining());
     assert!(state.rooms.join(uuid::Uuid::new_v4().into(), uuid::Uuid::new_v4().into(), "x".into(), false, false).is_err());
     tokio::time::timeout(Duration::from_secs(10), stopping).await.expect("server stops in time").unwrap();
@@ -243,4 +247,53 @@ async fn two_webrtc_peers_exchange_opus_and_vp8_through_the_server_and_pli_reach
     for p in &peers {
         p.close().await;
     }
+}
+
+/// A dropped socket keeps the participant's place: the others see "reconnecting" and never "left", and the same
+/// JoinToken on a new socket resumes the same participant (one stay in the usage records, not two).
+#[tokio::test]
+async fn a_dropped_socket_resumes_within_the_window_and_the_others_never_see_a_leave() {
+    let server = TestServer::start().await;
+    let (id, url, guests) = meeting_with_guests(&server, &["Dr. Smith", "Pat Client"]).await;
+    let meeting: telehealth_gateway::ids::MeetingId = uuid::Uuid::parse_str(&id).unwrap().into();
+    let (mut a, _) = join(&url, &guests[0].token).await;
+    let (b, _) = join(&url, &guests[1].token).await;
+    until(&mut a, T, |m| matches!(m, ServerMessage::ParticipantJoined { .. })).await;
+
+    drop(b); // the network goes away under Pat's page
+    let away = |m: &ServerMessage| {
+        matches!(m, ServerMessage::ParticipantReconnecting { .. } | ServerMessage::ParticipantLeft { .. })
+    };
+    let seen = until(&mut a, T, away).await;
+    assert_eq!(seen, ServerMessage::ParticipantReconnecting { attendee_id: guests[1].attendee_id.clone() });
+    assert_eq!(server.state.rooms.participant_count(meeting), 2, "the place is kept");
+
+    let (_b, first) = join(&url, &guests[1].token).await;
+    let ServerMessage::Joined { resumed, count, participants, .. } = first else { panic!("{first:?}") };
+    assert!(resumed && count == 2, "resumed {resumed}, count {count}");
+    assert_eq!(participants.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["Dr. Smith"]);
+    let back = |m: &ServerMessage| matches!(m, ServerMessage::ParticipantResumed { .. } | ServerMessage::ParticipantLeft { .. });
+    let seen = until(&mut a, T, back).await;
+    assert_eq!(seen, ServerMessage::ParticipantResumed { attendee_id: guests[1].attendee_id.clone() });
+    let (from, to) = (chrono::Utc::now() - chrono::Duration::hours(1), chrono::Utc::now() + chrono::Duration::hours(1));
+    let stays = server.state.store.sessions_between(from, to, Some(meeting)).await.unwrap();
+    assert_eq!(stays.iter().filter(|s| s.attendee_id.to_string() == guests[1].attendee_id).count(), 1, "{stays:?}");
+}
+
+#[tokio::test]
+async fn after_the_resume_window_the_others_see_the_leave_and_the_token_joins_afresh() {
+    let server = TestServer::start_with(|c| c.resume_window = Duration::from_millis(300)).await;
+    let (id, url, guests) = meeting_with_guests(&server, &["Dr. Smith", "Pat Client"]).await;
+    let meeting: telehealth_gateway::ids::MeetingId = uuid::Uuid::parse_str(&id).unwrap().into();
+    let (mut a, _) = join(&url, &guests[0].token).await;
+    let (b, _) = join(&url, &guests[1].token).await;
+    until(&mut a, T, |m| matches!(m, ServerMessage::ParticipantJoined { .. })).await;
+    drop(b);
+    until(&mut a, T, |m| matches!(m, ServerMessage::ParticipantReconnecting { .. })).await;
+    let left = until(&mut a, T, |m| matches!(m, ServerMessage::ParticipantLeft { .. })).await;
+    assert_eq!(left, ServerMessage::ParticipantLeft { attendee_id: guests[1].attendee_id.clone(), count: 1 });
+    assert_eq!(server.state.rooms.participant_count(meeting), 1);
+
+    let (_b, first) = join(&url, &guests[1].token).await;
+    assert!(matches!(first, ServerMessage::Joined { resumed: false, count: 2, .. }), "{first:?}");
 }

@@ -61,7 +61,7 @@ pub fn run(
         net.bind(addr, &inbox)?;
         let (peer, out) = ClientPeer::new(addr, options.clone(), epoch, Instant::now())?;
         for m in out {
-            session.handle(m);
+            assert!(session.try_handle(m), "a new participant takes its first messages");
         }
         by_addr.insert(addr, i);
         clients.push(Client { peer, session, expect_tracks });
@@ -85,7 +85,9 @@ pub fn run(
                         eprintln!("server error: {msg:?}");
                     }
                     for reply in c.peer.on_signal(msg, now)? {
-                        c.session.handle(reply);
+                        if !c.session.try_handle(reply) {
+                            anyhow::bail!("the participant's queue is full");
+                        }
                     }
                 }
             }

@@ -228,7 +228,7 @@ impl ClientPeer {
         let init = host_candidate(local)?;
         pc.add_local_candidate(init.clone())?;
         let out = vec![
-            ClientMessage::Offer { sdp },
+            ClientMessage::Offer { sdp, restart: false },
             ClientMessage::Candidate { candidate: Some(candidate_to_signal(init)) },
         ];
         let peer = Self {

@@ -175,7 +175,7 @@ async fn bad_server_messages_are_errors_and_unrelated_ones_are_ignored() {
     let stats = Arc::clone(engine.stats());
     let session = engine.session(out).expect("session starts");
     let offer = sent.recv().await.expect("the offer goes out first");
-    assert!(matches!(offer, ClientMessage::Offer { ref sdp } if sdp.contains("VP8") && sdp.contains("opus")), "{offer:?}");
+    assert!(matches!(offer, ClientMessage::Offer { ref sdp, .. } if sdp.contains("VP8") && sdp.contains("opus")), "{offer:?}");
 
     assert!(session.handle(&ServerMessage::Answer { sdp: "not sdp".into() }).await.is_err());
     assert!(session.handle(&ServerMessage::Offer { sdp: "v=0".into() }).await.is_err());

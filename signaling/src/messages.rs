@@ -28,6 +28,9 @@ pub struct Participant {
     pub name: String,
     pub audio_muted: bool,
     pub video_muted: bool,
+    /// Their socket dropped and the server is holding their place (the resume window); their media may pause.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reconnecting: bool,
 }
 
 /// Frames a client sends. Unknown `type`s and wrongly typed fields are errors; unknown extra fields are
@@ -43,8 +46,14 @@ pub enum ClientMessage {
         #[serde(default)]
         video_muted: bool,
     },
-    /// The client's offer for its own peer connection (sent once, after `joined`).
-    Offer { sdp: String },
+    /// The client's offer for its own peer connection (sent once, after `joined`). With `restart`, the offer is
+    /// for a NEW peer connection that replaces the current one (its media failed, or it was lost while the
+    /// socket was down): the server drops the old connection and its tracks and answers as for a first offer.
+    Offer {
+        sdp: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        restart: bool,
+    },
     /// The client's answer to a server offer (renegotiation).
     Answer { sdp: String },
     /// Trickle ICE. `candidate: null` (end of candidates) is accepted and ignored.
@@ -67,17 +76,27 @@ pub enum ClientMessage {
 #[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum ServerMessage {
     /// The join succeeded. `participants` are the others already present; `count` includes the joiner.
+    /// `resumed`: this attendee was still in the meeting (a new socket within the resume window, or one that
+    /// replaced another): its peer connection and tracks are kept, and a still-connected client keeps its own;
+    /// a client whose connection failed sends `offer` with `restart`. Not resumed after a reconnect means the
+    /// server no longer knew the attendee (a restart, or the window passed): start media afresh.
     Joined {
         meeting_id: String,
         attendee_id: String,
         participants: Vec<Participant>,
         count: usize,
+        #[serde(default)]
+        resumed: bool,
     },
     Offer { sdp: String },
     Answer { sdp: String },
     Candidate { candidate: IceCandidate },
     ParticipantJoined { participant: Participant, count: usize },
     ParticipantLeft { attendee_id: String, count: usize },
+    /// Their socket dropped; the server keeps their place for the resume window (then `participantLeft`).
+    ParticipantReconnecting { attendee_id: String },
+    /// They are back within the resume window.
+    ParticipantResumed { attendee_id: String },
     /// The live participant count, sent to everyone whenever it changes.
     ParticipantCount { count: usize },
     MediaState { attendee_id: String, audio_muted: bool, video_muted: bool },
@@ -87,6 +106,9 @@ pub enum ServerMessage {
     },
     /// Reply to `leave`; the socket closes next.
     Left,
+    /// The server is stopping (a restart or an upgrade) but the meeting is not over: reconnect with the same
+    /// JoinToken, starting after about `retry_after_ms`, and keep trying. The socket closes next.
+    ServerRestarting { retry_after_ms: u64 },
     /// The meeting is over for this client: deleted, expired, or the server is shutting down.
     /// The socket closes next.
     MeetingEnded { reason: EndReason },
@@ -98,7 +120,7 @@ pub enum ServerMessage {
 pub enum EndReason {
     /// `delete-meeting` was called.
     Deleted,
-    /// The gateway is shutting down.
+    /// The gateway is shutting down for good. (A restart sends `serverRestarting` instead.)
     ServerShutdown,
     /// The same attendee joined from another socket; this one is replaced.
     Replaced,

@@ -113,7 +113,7 @@ fn join_result(refusal: Refusal) -> JoinResult {
     match refusal {
         Refusal::Unauthorized => JoinResult::Unauthorized,
         Refusal::NotFound => JoinResult::NotFound,
-        Refusal::Full => JoinResult::Full,
+        Refusal::Full | Refusal::ServerFull => JoinResult::Full,
         Refusal::ShuttingDown => JoinResult::ShuttingDown,
         Refusal::Unavailable => JoinResult::Unavailable,
     }
@@ -124,7 +124,9 @@ fn refusal_code(refusal: Refusal) -> ErrorCode {
     match refusal {
         Refusal::Unauthorized => ErrorCode::Unauthorized,
         Refusal::NotFound => ErrorCode::NotFound,
-        Refusal::Full | Refusal::ShuttingDown | Refusal::Unavailable => ErrorCode::ServiceUnavailable,
+        Refusal::Full | Refusal::ServerFull | Refusal::ShuttingDown | Refusal::Unavailable => {
+            ErrorCode::ServiceUnavailable
+        }
     }
 }
 
@@ -200,7 +202,7 @@ async fn relay(socket: &mut Socket, mut session: Session, join_received: Instant
                     Some(Ok(_)) => continue, // ping/pong: the WebSocket layer answers pings itself
                 };
                 match parse(&text) {
-                    Ok(msg) => session.handle(msg),
+                    Ok(msg) => session.handle(msg).await,
                     Err(message) => {
                         if !reject(socket, ErrorCode::BadRequest, &message).await {
                             return;

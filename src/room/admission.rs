@@ -43,6 +43,8 @@ pub enum Refusal {
     NotFound,
     /// The meeting has its `MAX_PARTICIPANTS`.
     Full,
+    /// The server has its configured maximum of participants.
+    ServerFull,
     ShuttingDown,
     /// Our own failure: the store did not answer.
     Unavailable,
@@ -55,6 +57,7 @@ impl Refusal {
             Self::Unauthorized => "the join token is invalid or has expired".into(),
             Self::NotFound => "this meeting has ended or does not exist".into(),
             Self::Full => JoinError::Full.to_string(),
+            Self::ServerFull => JoinError::ServerFull.to_string(),
             Self::ShuttingDown => JoinError::ShuttingDown.to_string(),
             Self::Unavailable => "the service is temporarily unavailable".into(),
         }
@@ -65,6 +68,7 @@ impl From<JoinError> for Refusal {
     fn from(e: JoinError) -> Self {
         match e {
             JoinError::Full => Self::Full,
+            JoinError::ServerFull => Self::ServerFull,
             JoinError::ShuttingDown => Self::ShuttingDown,
         }
     }

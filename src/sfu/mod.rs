@@ -112,7 +112,7 @@ impl Sfu {
         &self,
         room: &str,
         participant: String,
-        events: mpsc::UnboundedSender<PeerEvent>,
+        events: mpsc::Sender<PeerEvent>,
     ) -> anyhow::Result<Arc<Peer>> {
         let shard = self.place(room)?;
         let pin = RoomPin { rooms: Arc::clone(&self.rooms), room: room.to_owned() };
@@ -241,7 +241,7 @@ mod tests {
     #[tokio::test]
     async fn rooms_are_pinned_to_a_shard_and_spread_over_them() {
         let sfu = two_shards();
-        let (tx, _rx) = mpsc::unbounded_channel();
+        let (tx, _rx) = mpsc::channel(64);
         let a1 = sfu.create_peer("room-a", "a1".into(), tx.clone()).await.unwrap();
         let b1 = sfu.create_peer("room-b", "b1".into(), tx.clone()).await.unwrap();
         let a2 = sfu.create_peer("room-a", "a2".into(), tx.clone()).await.unwrap();
@@ -254,8 +254,8 @@ mod tests {
     #[tokio::test]
     async fn a_failed_shard_takes_only_its_own_connections_down() {
         let sfu = two_shards();
-        let (tx_a, mut rx_a) = mpsc::unbounded_channel();
-        let (tx_b, _rx_b) = mpsc::unbounded_channel();
+        let (tx_a, mut rx_a) = mpsc::channel(64);
+        let (tx_b, _rx_b) = mpsc::channel(64);
         let a = sfu.create_peer("room-a", "a".into(), tx_a).await.unwrap();
         let b = sfu.create_peer("room-b", "b".into(), tx_b).await.unwrap();
         assert_ne!(a.shard.index, b.shard.index);
@@ -267,7 +267,7 @@ mod tests {
         assert!(matches!(a.create_offer().await, Err(PeerError::ShardDown)));
         // The other shard goes on, and takes the failed shard's room when its participants come back.
         assert!(b.create_offer().await.is_ok(), "the other shard still answers");
-        let (tx, _rx) = mpsc::unbounded_channel();
+        let (tx, _rx) = mpsc::channel(64);
         let again = sfu.create_peer("room-a", "a".into(), tx).await.unwrap();
         assert_eq!(again.shard.index, b.shard.index);
     }

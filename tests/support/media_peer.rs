@@ -206,7 +206,7 @@ impl MediaPeer {
         let offer = pc.create_offer(None).await?;
         let sdp = offer.sdp.clone();
         pc.set_local_description(offer).await?;
-        out.send(ClientMessage::Offer { sdp })?;
+        out.send(ClientMessage::Offer { sdp, restart: false })?;
 
         let mut tasks = Vec::new();
         // Payload types from our own media engine's defaults (the offer uses them; the SFU answers in kind).

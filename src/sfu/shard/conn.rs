@@ -52,7 +52,9 @@ pub struct Inbound {
 pub struct Conn {
     pub participant: String,
     pub pc: RTCPeerConnection,
-    pub events: mpsc::UnboundedSender<PeerEvent>,
+    /// To the participant's actor. Bounded, and sent to with `try_send`: a shard never waits for an actor, and a
+    /// connection produces a handful of events, so a full queue means a stuck actor whose events are moot.
+    pub events: mpsc::Sender<PeerEvent>,
     pub ufrag: String,
     local_addrs: Vec<SocketAddr>,
     public: Option<SocketAddr>,
@@ -106,7 +108,7 @@ fn interceptors(media_engine: &mut MediaEngine) -> Result<Registry, PeerError> {
 impl Conn {
     pub fn new(
         participant: String,
-        events: mpsc::UnboundedSender<PeerEvent>,
+        events: mpsc::Sender<PeerEvent>,
         local_addrs: Vec<SocketAddr>,
         srflx: Vec<(SocketAddr, SocketAddr)>,
         config: &SfuConfig,
@@ -181,7 +183,7 @@ impl Conn {
         for init in hosts.chain(reflexive).collect::<Vec<_>>() {
             let init = init.map_err(PeerError::engine)?;
             self.pc.add_local_candidate(init.clone()).map_err(PeerError::candidate)?;
-            let _ = self.events.send(PeerEvent::Candidate(candidate_to_signal(init)));
+            let _ = self.events.try_send(PeerEvent::Candidate(candidate_to_signal(init)));
         }
         Ok(())
     }

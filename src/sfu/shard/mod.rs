@@ -54,7 +54,7 @@ const RECV_SLICE: usize = 16;
 type Reply<T> = oneshot::Sender<Result<T, PeerError>>;
 
 pub(crate) enum Command {
-    Create { participant: String, events: mpsc::UnboundedSender<PeerEvent>, reply: Reply<ConnId> },
+    Create { participant: String, events: mpsc::Sender<PeerEvent>, reply: Reply<ConnId> },
     Offer { conn: ConnId, sdp: String, reply: Reply<String> },
     CreateOffer { conn: ConnId, reply: Reply<String> },
     Answer { conn: ConnId, sdp: String, reply: Reply<()> },
@@ -348,10 +348,10 @@ impl Shard {
                 tracing::debug!(shard = self.index, ?state, "peer connection state");
                 match state {
                     RTCPeerConnectionState::Connected => {
-                        let _ = conn.events.send(PeerEvent::Connected);
+                        let _ = conn.events.try_send(PeerEvent::Connected);
                     }
                     RTCPeerConnectionState::Failed => {
-                        let _ = conn.events.send(PeerEvent::Failed);
+                        let _ = conn.events.try_send(PeerEvent::Failed);
                     }
                     _ => {}
                 }
@@ -363,7 +363,7 @@ impl Shard {
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track)) => {
                 if let Some(p) = conn.inbound.remove(&track).and_then(|i| i.published).and_then(|k| self.published.remove(&k)) {
                     self.names.remove(&p.info.id);
-                    let _ = conn.events.send(PeerEvent::TrackEnded(p.info.id.clone()));
+                    let _ = conn.events.try_send(PeerEvent::TrackEnded(p.info.id.clone()));
                 }
             }
             _ => {}
@@ -407,7 +407,7 @@ impl Shard {
                 let key = self.next_id;
                 self.next_id += 1;
                 inbound.published = Some(key);
-                let _ = conn.events.send(PeerEvent::TrackPublished(Arc::clone(&info)));
+                let _ = conn.events.try_send(PeerEvent::TrackPublished(Arc::clone(&info)));
                 self.names.insert(id, key);
                 self.published.insert(key, Published::new(info, from, inbound.receiver, packet.header.ssrc));
                 key
