@@ -60,10 +60,10 @@ function run(bin, args, env, cwd) {
 /**
  * Starts the gateway on a free loopback port with its data in `dir`, and waits for /healthz.
  * `env` adds to (or overrides) the defaults. With `netns`, it runs inside that network namespace and listens on
- * `host` there. Resolves to `{ proc, exited, output(), baseUrl }`.
+ * `host` there; `port` restarts a gateway where it was. Resolves to `{ proc, exited, output(), baseUrl, port }`.
  */
-export async function startGateway(dir, env = {}, { netns = null, host = '127.0.0.1', https = false } = {}) {
-  const port = await freePort();
+export async function startGateway(dir, env = {}, { netns = null, host = '127.0.0.1', https = false, port = null } = {}) {
+  port ??= await freePort();
   const baseUrl = `http://${host}:${port}`;
   // Pages on an address other than loopback need a secure context for the camera: HTTPS, with the certificate
   // the gateway generates at first start.
@@ -99,7 +99,7 @@ export async function startGateway(dir, env = {}, { netns = null, host = '127.0.
   ).catch((err) => {
     throw exitedEarly ? new Error(`gateway exited early (${JSON.stringify(exitedEarly)}):\n${server.output()}`) : err;
   });
-  return { ...server, baseUrl, httpsUrl: https ? `https://${host}:${httpsPort}` : null };
+  return { ...server, baseUrl, port, httpsUrl: https ? `https://${host}:${httpsPort}` : null };
 }
 
 /**

@@ -7,10 +7,22 @@
 //
 // Forwarded tracks carry the publisher's AttendeeId as their MediaStream id; `onRemoteStream` hands the
 // page (attendeeId, stream) so it can put the stream in that attendee's tile.
+//
+// Reconnection: a socket that closes without the visit being over (a network blip, a network change, a proxy,
+// the server restarting) is reopened with the same JoinToken, with exponential backoff and jitter. The server
+// keeps our place for its resume window: `joined` then says `resumed` and a peer connection that still works is
+// kept. A failed peer connection (here or after a resume) is replaced by a new one (`offer` with `restart`); a
+// `joined` that is not resumed (the server restarted, or the window passed) starts media afresh.
 
-import { SignalingSocket, ServerType, msg, isFatal } from './signaling.js';
+import { SignalingSocket, ServerType, ErrorCode, msg, isFatal } from './signaling.js';
 
-const PING_INTERVAL_MS = 15_000;
+const PING_INTERVAL_MS = 5_000;
+/** No pong for this long: the socket is dead even if the browser has not noticed (a silently dropped path). */
+const PONG_TIMEOUT_MS = 12_000;
+const RECONNECT_FIRST_MS = 250;
+const RECONNECT_MAX_MS = 3_000;
+/** After this long without getting back in, the page says the connection is lost and offers Rejoin. */
+const RECONNECT_GIVE_UP_MS = 120_000;
 
 export class Call {
   /**
@@ -20,7 +32,8 @@ export class Call {
    * @param {MediaStream|null} opts.localStream
    * @param {() => {audioMuted: boolean, videoMuted: boolean}} opts.mediaState
    * @param {object} opts.on event handlers (all optional): joined, count, participantJoined, participantLeft,
-   *   mediaState, remoteStream, ended, error, left, disconnected, connectionState
+   *   participantReconnecting, participantResumed, mediaState, remoteStream, ended, error, left, disconnected
+   *   (gave up reconnecting), reconnecting (the socket dropped; trying again), connectionState
    */
   constructor({ url, token, localStream, mediaState, on }) {
     this.url = url;
@@ -34,9 +47,23 @@ export class Call {
     this.pendingCandidates = [];
     this.pingTimer = null;
     this.finished = false;
+    this.joinedOnce = false;
+    this.attempt = 0; // reconnect attempts since the last `joined`
+    this.awaySince = null; // when the socket was lost, while reconnecting
+    this.retryAfterMs = 0; // the server's hint (serverRestarting)
+    this.reconnectTimer = null;
+    this.lastPong = Date.now();
   }
 
   start() {
+    this.#connect();
+    this.pingTimer = setInterval(() => this.#keepAlive(), PING_INTERVAL_MS);
+    this.onOnline = () => this.#networkChanged();
+    window.addEventListener('online', this.onOnline);
+  }
+
+  #connect() {
+    this.lastPong = Date.now();
     this.socket = new SignalingSocket(this.url, {
       onOpen: () => {
         const { audioMuted, videoMuted } = this.mediaState();
@@ -45,11 +72,55 @@ export class Call {
       onMessage: (frame) => this.#handle(frame),
       onClose: () => {
         if (this.finished) return;
-        this.#finish();
-        this.on.disconnected?.();
+        this.#reconnectLater();
       },
     });
-    this.pingTimer = setInterval(() => this.socket.send(msg.ping(Date.now())), PING_INTERVAL_MS);
+  }
+
+  /** The socket is gone but the visit is not over: try again, sooner at first, never in lockstep with others. */
+  #reconnectLater() {
+    if (this.finished || this.reconnectTimer) return;
+    this.awaySince ??= Date.now();
+    // Never in at all (the server cannot be reached): say so soon rather than after the whole give-up time.
+    const hopeless = !this.joinedOnce && this.attempt >= 3;
+    if (hopeless || Date.now() - this.awaySince > RECONNECT_GIVE_UP_MS) {
+      this.#finish();
+      this.on.disconnected?.();
+      return;
+    }
+    this.on.reconnecting?.();
+    const backoff = Math.min(RECONNECT_MAX_MS, RECONNECT_FIRST_MS * 2 ** this.attempt);
+    const delay = Math.max(this.retryAfterMs, backoff * (0.5 + Math.random()));
+    this.retryAfterMs = 0;
+    this.attempt += 1;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      if (!this.finished) this.#connect();
+    }, delay);
+  }
+
+  /** Pings, and treats a socket that stopped answering as lost (a silently dropped path is not noticed otherwise). */
+  #keepAlive() {
+    if (!this.socket?.isOpen) return;
+    if (Date.now() - this.lastPong > PONG_TIMEOUT_MS) {
+      this.socket.close();
+      this.#reconnectLater();
+      return;
+    }
+    this.socket.send(msg.ping(Date.now()));
+  }
+
+  /** The browser reports a network change: reconnect now rather than at the next backoff step. */
+  #networkChanged() {
+    if (this.finished) return;
+    if (this.reconnectTimer) {
+      clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = null;
+      this.attempt = 0;
+      this.#connect();
+    } else if (this.pc && ['failed', 'disconnected'].includes(this.pc.connectionState)) {
+      this.#restartMedia();
+    }
   }
 
   /** The page switched camera or microphone: the new tracks replace the old ones, without renegotiation. */
@@ -79,13 +150,52 @@ export class Call {
     this.finished = true;
     clearInterval(this.pingTimer);
     this.pingTimer = null;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    if (this.onOnline) window.removeEventListener('online', this.onOnline);
     // Give the `leave` frame a moment to flush before the socket closes.
     const socket = this.socket;
     setTimeout(() => socket?.close(), 200);
-    if (this.pc) {
-      this.pc.getReceivers().forEach((r) => r.track?.stop());
-      this.pc.close();
+    this.#closePeerConnection();
+  }
+
+  #closePeerConnection() {
+    const pc = this.pc;
+    this.pc = null;
+    this.pendingCandidates = [];
+    if (!pc) return;
+    pc.getReceivers().forEach((r) => r.track?.stop());
+    pc.close();
+  }
+
+  /** A new peer connection in place of one that failed; the server drops the old one when it sees `restart`. */
+  #restartMedia() {
+    if (this.finished || !this.socket?.isOpen) return; // after the reconnect, `joined` decides
+    this.#closePeerConnection();
+    this.#createPeerConnection();
+    this.#enqueue(() => this.#sendOffer(true));
+  }
+
+  #onJoined(frame) {
+    const reconnect = this.joinedOnce;
+    this.joinedOnce = true;
+    this.attempt = 0;
+    this.awaySince = null;
+    this.attendeeId = frame.attendeeId;
+    this.on.joined?.(frame);
+    // A connection still waiting for the answer to its own offer may have lost it with the socket.
+    const alive =
+      this.pc && !['failed', 'closed'].includes(this.pc.connectionState) && this.pc.signalingState !== 'have-local-offer';
+    if (reconnect && frame.resumed && alive) return; // media never stopped; the server repeats what we missed
+    if (reconnect && frame.resumed) {
+      this.#restartMedia();
+      return;
     }
+    // A first join, or the server no longer knew us: everything starts afresh.
+    this.#closePeerConnection();
+    this.chain = Promise.resolve();
+    this.#createPeerConnection();
+    this.#enqueue(() => this.#sendOffer());
   }
 
   #enqueue(step) {
@@ -99,10 +209,7 @@ export class Call {
     if (this.finished && frame.type !== ServerType.LEFT) return;
     switch (frame.type) {
       case ServerType.JOINED:
-        this.attendeeId = frame.attendeeId;
-        this.on.joined?.(frame);
-        this.#createPeerConnection();
-        this.#enqueue(() => this.#sendOffer());
+        this.#onJoined(frame);
         break;
       case ServerType.ANSWER:
         this.#enqueue(async () => {
@@ -127,10 +234,21 @@ export class Call {
       case ServerType.PARTICIPANT_COUNT:
         this.on.count?.(frame.count);
         break;
+      case ServerType.PARTICIPANT_RECONNECTING:
+        this.on.participantReconnecting?.(frame.attendeeId);
+        break;
+      case ServerType.PARTICIPANT_RESUMED:
+        this.on.participantResumed?.(frame.attendeeId);
+        break;
+      case ServerType.SERVER_RESTARTING:
+        // Not the end of the visit: the socket closes next, and we come back once the server is up again.
+        this.retryAfterMs = Number(frame.retryAfterMs) || 1000;
+        break;
       case ServerType.MEDIA_STATE:
         this.on.mediaState?.(frame.attendeeId, !!frame.audioMuted, !!frame.videoMuted);
         break;
       case ServerType.PONG:
+        this.lastPong = Date.now();
         break;
       case ServerType.LEFT:
         this.on.left?.();
@@ -140,6 +258,8 @@ export class Call {
         this.on.ended?.(frame.reason);
         break;
       case ServerType.ERROR: {
+        // Busy or restarting while we reconnect: keep trying (the socket closes, and we come back later).
+        if (this.joinedOnce && frame.code === ErrorCode.SERVICE_UNAVAILABLE) break;
         const fatal = isFatal(frame.code);
         if (fatal) this.#finish();
         this.on.error?.(frame.code, frame.message, fatal);
@@ -162,14 +282,18 @@ export class Call {
     if (!tracks.some((t) => t.kind === 'audio')) pc.addTransceiver('audio', { direction: 'recvonly' });
     if (!tracks.some((t) => t.kind === 'video')) pc.addTransceiver('video', { direction: 'recvonly' });
 
-    pc.addEventListener('icecandidate', (ev) => this.socket.send(msg.candidate(ev.candidate)));
+    pc.addEventListener('icecandidate', (ev) => this.pc === pc && this.socket.send(msg.candidate(ev.candidate)));
     pc.addEventListener('track', (ev) => {
       const remote = ev.streams[0];
       if (!remote) return;
       this.on.remoteStream?.(remote.id, remote, ev.track);
       if (ev.track.kind === 'video') this.#watchFirstFrame(ev.receiver);
     });
-    pc.addEventListener('connectionstatechange', () => this.on.connectionState?.(pc.connectionState));
+    pc.addEventListener('connectionstatechange', () => {
+      if (this.pc !== pc) return;
+      this.on.connectionState?.(pc.connectionState);
+      if (pc.connectionState === 'failed') this.#restartMedia();
+    });
   }
 
   /** Asks for a keyframe if a newly received video track has decoded nothing after a moment. */
@@ -190,10 +314,11 @@ export class Call {
     setTimeout(() => check(0), 1500);
   }
 
-  async #sendOffer() {
-    const offer = await this.pc.createOffer();
-    await this.pc.setLocalDescription(offer);
-    this.socket.send(msg.offer(this.pc.localDescription.sdp));
+  async #sendOffer(restart = false) {
+    const pc = this.pc;
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+    if (this.pc === pc) this.socket.send(msg.offer(pc.localDescription.sdp, restart));
   }
 
   async #answerOffer(sdp) {

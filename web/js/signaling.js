@@ -25,9 +25,12 @@ export const ServerType = Object.freeze({
   PARTICIPANT_JOINED: 'participantJoined',
   PARTICIPANT_LEFT: 'participantLeft',
   PARTICIPANT_COUNT: 'participantCount',
+  PARTICIPANT_RECONNECTING: 'participantReconnecting',
+  PARTICIPANT_RESUMED: 'participantResumed',
   MEDIA_STATE: 'mediaState',
   PONG: 'pong',
   LEFT: 'left',
+  SERVER_RESTARTING: 'serverRestarting',
   MEETING_ENDED: 'meetingEnded',
   ERROR: 'error',
 });
@@ -58,7 +61,8 @@ export function isFatal(code) {
 // Constructors for client frames, so field names live in one place.
 export const msg = Object.freeze({
   join: (token, audioMuted, videoMuted) => ({ type: ClientType.JOIN, token, audioMuted, videoMuted }),
-  offer: (sdp) => ({ type: ClientType.OFFER, sdp }),
+  /** `restart`: the offer is for a new peer connection replacing the current one. */
+  offer: (sdp, restart = false) => (restart ? { type: ClientType.OFFER, sdp, restart } : { type: ClientType.OFFER, sdp }),
   answer: (sdp) => ({ type: ClientType.ANSWER, sdp }),
   /** `c` is an RTCIceCandidate, or null at the end of gathering. */
   candidate: (c) => ({
@@ -95,6 +99,7 @@ export class SignalingSocket {
     this.ws = new WebSocket(url);
     this.ws.addEventListener('open', () => onOpen?.());
     this.ws.addEventListener('message', (ev) => {
+      if (this.closed) return; // a socket we gave up on (a newer one replaces it)
       if (typeof ev.data !== 'string') return; // the protocol is text frames only
       let frame;
       try {

@@ -9,8 +9,9 @@
 // for local meetings, `ChimeCall` (chime-call.js: amazon-chime-sdk-js, loaded only when needed) for meetings the
 // gateway created on Amazon Chime. Both take the same stream and report the same events.
 //
-// For tests: window.__telehealth = { pc, state } (pc: the RTCPeerConnection once created;
-// state: 'idle' | 'joining' | 'joined' | 'left' | 'ended' | 'error').
+// For tests: window.__telehealth = { pc, state, events } (pc: the RTCPeerConnection once created;
+// state: 'idle' | 'joining' | 'joined' | 'reconnecting' | 'left' | 'ended' | 'error'; events: what the page was
+// told about the others, [{ type, attendeeId, at }]).
 
 import { createAttendee, isMeetingId, ApiError } from './api.js';
 import { Call } from './call.js';
@@ -70,7 +71,7 @@ let baseCallNotice = ''; // shown in call when nothing else needs saying
 /** attendeeId → { root, video, nameEl, name, stream, known } */
 const tiles = new Map();
 
-const testHook = { state: 'idle' };
+const testHook = { state: 'idle', events: [] };
 Object.defineProperty(testHook, 'pc', { get: () => call?.pc ?? null, enumerable: true });
 window.__telehealth = testHook;
 
@@ -278,6 +279,19 @@ function clearTiles() {
   for (const id of [...tiles.keys()]) removeTile(id);
 }
 
+/** Someone's connection dropped (the server holds their place) or came back. */
+function setTileReconnecting(attendeeId, reconnecting) {
+  const tile = tiles.get(attendeeId);
+  if (!tile) return;
+  tile.root.classList.toggle('tile--reconnecting', reconnecting);
+  tile.nameEl.textContent = reconnecting ? `${tile.name || 'Participant'} (reconnecting…)` : tile.name || 'Participant';
+}
+
+function logEvent(type, attendeeId) {
+  testHook.events.push({ type, attendeeId, at: Date.now() });
+  if (testHook.events.length > 500) testHook.events.shift();
+}
+
 function attachRemoteStream(attendeeId, stream, track) {
   const tile = ensureTile(attendeeId);
   if (tile.stream !== stream) {
@@ -379,11 +393,18 @@ async function startCall() {
     joined(frame) {
       rejoining = false;
       setState('joined');
-      clearTiles();
+      const present = new Set((frame.participants || []).map((p) => p.attendeeId));
+      if (frame.resumed) {
+        // Back in the same visit: keep the tiles (and their streams) of those still here.
+        for (const id of [...tiles.keys()]) if (!present.has(id)) removeTile(id);
+      } else {
+        clearTiles();
+      }
       setCount(frame.count);
       for (const p of frame.participants || []) {
         ensureTile(p.attendeeId, p.name);
         setTileMedia(p.attendeeId, !!p.audioMuted, !!p.videoMuted);
+        setTileReconnecting(p.attendeeId, !!p.reconnecting);
       }
       baseCallNotice =
         hasTrack('audio') || hasTrack('video')
@@ -395,10 +416,26 @@ async function startCall() {
     },
     count: setCount,
     participantJoined(p) {
+      logEvent('participantJoined', p.attendeeId);
       ensureTile(p.attendeeId, p.name);
       setTileMedia(p.attendeeId, !!p.audioMuted, !!p.videoMuted);
     },
-    participantLeft: removeTile,
+    participantLeft(attendeeId) {
+      logEvent('participantLeft', attendeeId);
+      removeTile(attendeeId);
+    },
+    participantReconnecting(attendeeId) {
+      logEvent('participantReconnecting', attendeeId);
+      setTileReconnecting(attendeeId, true);
+    },
+    participantResumed(attendeeId) {
+      logEvent('participantResumed', attendeeId);
+      setTileReconnecting(attendeeId, false);
+    },
+    reconnecting() {
+      if (testHook.state === 'joined') setState('reconnecting');
+      notice(el.callNotice, 'Connection lost. Reconnecting…');
+    },
     mediaState: setTileMedia,
     remoteStream: attachRemoteStream,
     remoteTile: attachRemoteTile,
@@ -413,7 +450,7 @@ async function startCall() {
     },
     connectionState(s) {
       if (s === 'failed') {
-        notice(el.callNotice, 'The video connection failed. Check your network, then leave and rejoin.');
+        notice(el.callNotice, 'The video connection was interrupted. Reconnecting…');
       } else if (s === 'disconnected') {
         notice(el.callNotice, 'Reconnecting video…');
       } else if (s === 'connected') {
@@ -425,6 +462,7 @@ async function startCall() {
       if (reason === EndReason.REPLACED) {
         showMessage('You joined from another window', 'This window has left the session; the visit continues in the other one.');
       } else if (reason === EndReason.SERVER_SHUTDOWN) {
+        // Sent by older gateways only; a current one says `serverRestarting` and the page reconnects by itself.
         showMessage('The session has ended', 'The video server is restarting. Please use your link again in a few minutes.');
       } else {
         showMessage('The session has ended', 'Thank you. You can close this window.');
@@ -457,11 +495,11 @@ async function startCall() {
       }
     },
     disconnected() {
-      const wasJoined = testHook.state === 'joined';
+      const wasJoined = testHook.state === 'joined' || testHook.state === 'reconnecting';
       endCall('error');
       showMessage(
         wasJoined ? 'Connection lost' : 'Could not connect',
-        'The connection to the video server was interrupted. Check your network and rejoin.',
+        'The connection to the video server could not be restored. Check your network and rejoin.',
         { rejoin: true },
       );
     },
