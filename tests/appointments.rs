@@ -274,3 +274,26 @@ async fn a_create_retried_with_its_idempotency_key_returns_the_first_appointment
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     s.stop().await;
 }
+
+/// Found by the property tests (props_api.rs): serde's messages, passed on as they were, repeated the caller's
+/// values and unknown keys (here a patient's name); the refusal names the field and the rule only. And the
+/// positional (array) form serde's derive also reads is not a body.
+#[tokio::test]
+async fn a_refused_body_is_not_repeated_back() {
+    let s = TestServer::start().await;
+    let mut typed = visit("telehealth", 60);
+    typed["duration_minutes"] = json!("Jordan Example");
+    let mut unknown = visit("telehealth", 60);
+    unknown["Jordan Example"] = json!(1);
+    let positional = json!(["Jordan Example", null, null, "Dr. Rivera", (Utc::now() + Duration::days(3)).to_rfc3339(), 45, "in-person"]);
+    for (body, names) in [(typed, "duration_minutes"), (unknown, "unknown field"), (positional, "expected a JSON object")] {
+        let (status, res) = call(&s, reqwest::Method::POST, "/api/appointments", Some(body.clone())).await;
+        assert_eq!((status, error_code(&res)), (StatusCode::BAD_REQUEST, "BadRequest"), "{body}");
+        let message = res["error"]["message"].as_str().unwrap();
+        assert!(message.contains(names), "{message}");
+        assert!(!message.contains("Jordan"), "{message}");
+    }
+    let (_, all) = call(&s, reqwest::Method::GET, "/api/appointments", None).await;
+    assert_eq!(all["appointments"].as_array().unwrap().len(), 0, "nothing was stored");
+    s.stop().await;
+}

@@ -5,6 +5,7 @@
 use super::caller::{ListenerScheme, origin};
 use super::console::Practitioner;
 use super::error::{ApiError, ErrorCode};
+use super::json::object_only;
 use crate::app::AppState;
 use crate::appointments::{AppointmentError, AppointmentPatch, Created, NewAppointment};
 use crate::ids::{AppointmentId, OutboxId};
@@ -32,8 +33,9 @@ impl From<AppointmentError> for ApiError {
     }
 }
 
+/// A JSON object (`object_only!`), with these fields and no others.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct CreateBody {
     client_name: String,
     #[serde(default)]
@@ -46,9 +48,11 @@ pub struct CreateBody {
     modality: String,
 }
 
-/// Absent: unchanged. For the two optional contacts, `null` clears.
+object_only!(CreateBody, "a JSON object with the appointment's fields");
+
+/// Absent: unchanged. For the two optional contacts, `null` clears. A JSON object (`object_only!`).
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct PatchBody {
     client_name: Option<String>,
     #[serde(default, deserialize_with = "present")]
@@ -60,6 +64,8 @@ pub struct PatchBody {
     duration_minutes: Option<i64>,
     modality: Option<String>,
 }
+
+object_only!(PatchBody, "a JSON object with the fields to change");
 
 /// A field that is present (even as `null`) is `Some`.
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
