@@ -274,3 +274,45 @@ async fn a_create_retried_with_its_idempotency_key_returns_the_first_appointment
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     s.stop().await;
 }
+
+/// Found by the property tests (props_api.rs): an id whose percent-encoding is not UTF-8 got axum's plain-text
+/// 400 repeating the id; it names no appointment, like any other id that is not a GUID.
+#[tokio::test]
+async fn an_id_that_does_not_decode_is_not_found_in_the_contracts_shape() {
+    let s = TestServer::start().await;
+    for (method, path) in [
+        (reqwest::Method::GET, "/api/appointments/%FF%FE"),
+        (reqwest::Method::PATCH, "/api/appointments/%C3"),
+        (reqwest::Method::POST, "/api/appointments/%FFPat/cancel"),
+        (reqwest::Method::POST, "/api/outbox/%FF/retry"),
+    ] {
+        let body = (method == reqwest::Method::PATCH).then(|| json!({"client_name": "Jordan Example"}));
+        let (status, res) = call(&s, method, path, body).await;
+        assert_eq!((status, error_code(&res)), (StatusCode::NOT_FOUND, "NotFound"), "{path}");
+        assert!(!res["error"]["message"].as_str().unwrap().contains("Pat"), "{res}");
+    }
+    s.stop().await;
+}
+
+/// Found by the property tests (props_api.rs): serde's messages, passed on as they were, repeated the caller's
+/// values and unknown keys (here a patient's name); the refusal names the field and the rule only. And the
+/// positional (array) form serde's derive also reads is not a body.
+#[tokio::test]
+async fn a_refused_body_is_not_repeated_back() {
+    let s = TestServer::start().await;
+    let mut typed = visit("telehealth", 60);
+    typed["duration_minutes"] = json!("Jordan Example");
+    let mut unknown = visit("telehealth", 60);
+    unknown["Jordan Example"] = json!(1);
+    let positional = json!(["Jordan Example", null, null, "Dr. Rivera", (Utc::now() + Duration::days(3)).to_rfc3339(), 45, "in-person"]);
+    for (body, names) in [(typed, "duration_minutes"), (unknown, "unknown field"), (positional, "expected a JSON object")] {
+        let (status, res) = call(&s, reqwest::Method::POST, "/api/appointments", Some(body.clone())).await;
+        assert_eq!((status, error_code(&res)), (StatusCode::BAD_REQUEST, "BadRequest"), "{body}");
+        let message = res["error"]["message"].as_str().unwrap();
+        assert!(message.contains(names), "{message}");
+        assert!(!message.contains("Jordan"), "{message}");
+    }
+    let (_, all) = call(&s, reqwest::Method::GET, "/api/appointments", None).await;
+    assert_eq!(all["appointments"].as_array().unwrap().len(), 0, "nothing was stored");
+    s.stop().await;
+}

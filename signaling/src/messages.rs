@@ -1,13 +1,18 @@
 //! Message types, one enum per direction.
 
-use serde::{Deserialize, Serialize};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::marker::PhantomData;
 
 /// Largest frame the server accepts. An SDP offer with a dozen m-lines is well under 16 KiB.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
-/// An ICE candidate as the browser's `RTCIceCandidateInit` serialises it.
+/// An ICE candidate as the browser's `RTCIceCandidateInit` serialises it. A JSON object only (see
+/// `object_only`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub struct IceCandidate {
     pub candidate: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -34,9 +39,9 @@ pub struct Participant {
 }
 
 /// Frames a client sends. Unknown `type`s and wrongly typed fields are errors; unknown extra fields are
-/// ignored, so a newer page can talk to an older gateway.
+/// ignored, so a newer page can talk to an older gateway. A frame is a JSON object (see `object_only`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(remote = "Self", tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum ClientMessage {
     /// First frame on every socket: the attendee's `JoinToken` from `create-attendee`.
     Join {
@@ -69,6 +74,70 @@ pub enum ClientMessage {
         #[serde(default)]
         ts: Option<u64>,
     },
+}
+
+// `remote = "Self"` makes the derives above inherent functions; the trait impls below wrap them, so the wire
+// format is the derived one, but only read from a JSON object.
+
+impl Serialize for ClientMessage {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        ClientMessage::serialize(self, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClientMessage {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        object_only(deserializer)
+    }
+}
+
+impl FromObject for ClientMessage {
+    const EXPECTING: &'static str = "a signaling message object";
+    fn from_object<'de, D: Deserializer<'de>>(object: D) -> Result<Self, D::Error> {
+        ClientMessage::deserialize(object)
+    }
+}
+
+impl Serialize for IceCandidate {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        IceCandidate::serialize(self, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for IceCandidate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        object_only(deserializer)
+    }
+}
+
+impl FromObject for IceCandidate {
+    const EXPECTING: &'static str = "an ICE candidate object";
+    fn from_object<'de, D: Deserializer<'de>>(object: D) -> Result<Self, D::Error> {
+        IceCandidate::deserialize(object)
+    }
+}
+
+/// A type read by its derived deserializer, from a map only.
+trait FromObject: Sized {
+    const EXPECTING: &'static str;
+    fn from_object<'de, D: Deserializer<'de>>(object: D) -> Result<Self, D::Error>;
+}
+
+/// Deserialises `T` from a JSON object and nothing else. serde's derives also accept a struct's positional
+/// form (`["candidate:1 …", "0", 0]`) and an internally tagged enum's (`["leave"]`, `["offer", "v=0"]`), which
+/// are not frames of this protocol: a client that sends one gets `BadRequest` like for any other non-object.
+fn object_only<'de, D: Deserializer<'de>, T: FromObject>(deserializer: D) -> Result<T, D::Error> {
+    struct ObjectVisitor<T>(PhantomData<T>);
+    impl<'de, T: FromObject> Visitor<'de> for ObjectVisitor<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(T::EXPECTING)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::from_object(MapAccessDeserializer::new(map))
+        }
+    }
+    deserializer.deserialize_map(ObjectVisitor(PhantomData))
 }
 
 /// Frames the server sends.
@@ -189,6 +258,19 @@ mod tests {
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"offer"}"#).is_err());
         assert!(serde_json::from_str::<ClientMessage>(r#"{"sdp":"v=0"}"#).is_err());
         assert!(serde_json::from_str::<ClientMessage>(r#"[1,2]"#).is_err());
+    }
+
+    #[test]
+    fn only_objects_are_frames_not_the_positional_form_serde_would_accept() {
+        for positional in [r#"["leave"]"#, r#"["ping",5]"#, r#"["offer","v=0"]"#, r#"["join","token",true,false]"#, r#"["candidate",null]"#] {
+            assert!(serde_json::from_str::<ClientMessage>(positional).is_err(), "{positional}");
+        }
+        let positional_candidate = r#"{"type":"candidate","candidate":["candidate:1 1 udp 1 127.0.0.1 5000 typ host","0",0]}"#;
+        assert!(serde_json::from_str::<ClientMessage>(positional_candidate).is_err());
+        assert!(serde_json::from_value::<ClientMessage>(serde_json::json!(["leave"])).is_err());
+        // The object forms still parse, from text and from a Value.
+        let leave = serde_json::json!({"type": "leave"});
+        assert_eq!(serde_json::from_value::<ClientMessage>(leave).unwrap(), ClientMessage::Leave);
     }
 
     #[test]

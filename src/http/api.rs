@@ -21,6 +21,7 @@
 use super::console;
 use super::caller::{ListenerScheme, origin, require_key};
 use super::error::{ApiError, ErrorCode};
+use super::json::object_only;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::ids::{ExternalMeetingId, ExternalUserId, MeetingId, Provider, SessionId};
@@ -38,8 +39,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Instant;
 
+/// A JSON object with an `action` (`object_only!`: not the positional form serde's derive also reads).
 #[derive(Debug, Deserialize)]
-#[serde(tag = "action", rename_all = "kebab-case")]
+#[serde(remote = "Self", tag = "action", rename_all = "kebab-case")]
 pub enum ApiRequest {
     #[serde(rename_all = "camelCase")]
     CreateMeeting { appointment_id: Option<AppointmentRef>, external_meeting_id: Option<String>, ends_at: Option<String> },
@@ -58,6 +60,8 @@ pub enum ApiRequest {
     #[serde(rename_all = "camelCase")]
     AttendeePresence { token: String, event: PresenceEvent, session_id: Option<String> },
 }
+
+object_only!(ApiRequest, "a JSON object with an action");
 
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -5,6 +5,7 @@
 use super::caller::{ListenerScheme, origin};
 use super::console::Practitioner;
 use super::error::{ApiError, ErrorCode};
+use super::json::object_only;
 use crate::app::AppState;
 use crate::appointments::{AppointmentError, AppointmentPatch, Created, NewAppointment};
 use crate::ids::{AppointmentId, OutboxId};
@@ -12,7 +13,7 @@ use crate::store::appointments::{AppointmentRecord, AppointmentStatus, Modality}
 use crate::store::outbox::{OutboxMessage, OutboxState};
 use crate::store::{AuditAction, AuditEntry, audit, outbox};
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -32,8 +33,9 @@ impl From<AppointmentError> for ApiError {
     }
 }
 
+/// A JSON object (`object_only!`), with these fields and no others.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct CreateBody {
     client_name: String,
     #[serde(default)]
@@ -46,9 +48,11 @@ pub struct CreateBody {
     modality: String,
 }
 
-/// Absent: unchanged. For the two optional contacts, `null` clears.
+object_only!(CreateBody, "a JSON object with the appointment's fields");
+
+/// Absent: unchanged. For the two optional contacts, `null` clears. A JSON object (`object_only!`).
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct PatchBody {
     client_name: Option<String>,
     #[serde(default, deserialize_with = "present")]
@@ -60,6 +64,8 @@ pub struct PatchBody {
     duration_minutes: Option<i64>,
     modality: Option<String>,
 }
+
+object_only!(PatchBody, "a JSON object with the fields to change");
 
 /// A field that is present (even as `null`) is `Some`.
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
@@ -96,6 +102,12 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 fn modality(s: &str) -> Result<Modality, ApiError> {
     Modality::parse(s).ok_or_else(|| ApiError::bad_request("modality must be 'in-person' or 'telehealth'"))
+}
+
+/// The path's `{id}`. One that does not even decode (percent-encoded bytes that are not UTF-8) names nothing,
+/// like any other id that is not a GUID: axum's own rejection would be a plain-text 400 repeating it.
+fn path_id(p: Result<Path<String>, PathRejection>) -> String {
+    p.map(|Path(id)| id).unwrap_or_default()
 }
 
 fn appointment_id(s: &str) -> Result<AppointmentId, ApiError> {
@@ -201,8 +213,12 @@ pub async fn list(
     Ok(ok(json!({"appointments": list.iter().map(appointment_json).collect::<Vec<_>>()})))
 }
 
-pub async fn get(State(state): State<AppState>, _who: Practitioner, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let rec = state.appointments.get(appointment_id(&id)?).await?;
+pub async fn get(
+    State(state): State<AppState>,
+    _who: Practitioner,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let rec = state.appointments.get(appointment_id(&path_id(id))?).await?;
     Ok(ok(json!({"appointment": appointment_json(&rec)})))
 }
 
@@ -212,11 +228,11 @@ pub async fn update(
     scheme: Option<Extension<ListenerScheme>>,
     headers: HeaderMap,
     uri: Uri,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     b: Result<Json<PatchBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let caller = who.actor();
-    let id = appointment_id(&id)?;
+    let id = appointment_id(&path_id(id))?;
     let b = body(b)?;
     let patch = AppointmentPatch {
         client_name: b.client_name,
@@ -233,9 +249,13 @@ pub async fn update(
     Ok(ok(json!({"appointment": appointment_json(&rec)})))
 }
 
-pub async fn cancel(State(state): State<AppState>, who: Practitioner, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn cancel(
+    State(state): State<AppState>,
+    who: Practitioner,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
     let caller = who.actor();
-    let rec = state.appointments.cancel(appointment_id(&id)?, &caller).await?;
+    let rec = state.appointments.cancel(appointment_id(&path_id(id))?, &caller).await?;
     state.outbox_wake.notify_one();
     Ok(ok(json!({"appointment": appointment_json(&rec)})))
 }
@@ -260,8 +280,12 @@ pub async fn outbox_list(
     Ok(ok(json!({"messages": list.iter().map(message_json).collect::<Vec<_>>()})))
 }
 
-pub async fn outbox_retry(State(state): State<AppState>, who: Practitioner, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let id = OutboxId::parse(&id).ok_or_else(|| ApiError::not_found("the message does not exist"))?;
+pub async fn outbox_retry(
+    State(state): State<AppState>,
+    who: Practitioner,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = OutboxId::parse(&path_id(id)).ok_or_else(|| ApiError::not_found("the message does not exist"))?;
     let Some(before) = state.store.outbox_message(id).await? else { return Err(ApiError::not_found("the message does not exist")) };
     let line = AuditEntry {
         action: AuditAction::NotificationRetried,

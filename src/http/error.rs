@@ -158,8 +158,8 @@ impl From<JsonRejection> for ApiError {
                 Self::new(ErrorCode::UnsupportedMediaType, "the request body must be JSON (Content-Type: application/json)")
             }
             StatusCode::INTERNAL_SERVER_ERROR => Self::internal(&r),
-            // serde's message names the field and what was expected; it goes to the caller only, never to a log.
-            _ => Self::bad_request(r.body_text()),
+            // Where and what was wrong, never the value (see `json`).
+            _ => Self::bad_request(super::json::refusal(&r)),
         }
     }
 }

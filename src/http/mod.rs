@@ -8,6 +8,7 @@ pub mod appointments;
 pub mod caller;
 pub mod console;
 pub mod error;
+pub mod json;
 pub mod ws;
 
 use crate::app::AppState;
