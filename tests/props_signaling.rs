@@ -115,6 +115,8 @@ async fn reply(ws: &mut Ws) -> Result<ServerMessage, TestCaseError> {
                 ServerMessage::ParticipantCount { .. }
                 | ServerMessage::ParticipantJoined { .. }
                 | ServerMessage::ParticipantLeft { .. }
+                | ServerMessage::ParticipantReconnecting { .. }
+                | ServerMessage::ParticipantResumed { .. }
                 | ServerMessage::MediaState { .. },
             ) => continue,
             Next::Message(msg) => return Ok(msg),

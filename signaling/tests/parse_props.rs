@@ -153,6 +153,7 @@ fn the_rules_agree_with_the_documented_examples() {
         json!({"type": "leave", "reason": "tab closed"}),
         json!({"type": "ping"}),
         json!({"type": "ping", "ts": u64::MAX}),
+        json!({"type": "offer", "sdp": "v=0", "restart": true}),
         json!({"type": "mediaState", "audioMuted": true, "videoMuted": false}),
     ];
     for v in ok {
@@ -164,6 +165,7 @@ fn the_rules_agree_with_the_documented_examples() {
         json!({"type": "join", "token": 5}),
         json!({"type": "join", "token": "t", "audioMuted": null}),
         json!({"type": "offer"}),
+        json!({"type": "offer", "sdp": "v=0", "restart": null}),
         json!({"sdp": "v=0"}),
         json!([1, 2]),
         json!({"type": "ping", "ts": 1.0}),

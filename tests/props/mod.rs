@@ -98,7 +98,7 @@ impl Harness {
 /// Words the server's own messages may use, which a generated input may contain too; anything else of the
 /// input found in an error message is an echo.
 const VOCABULARY: &[&str] = &[
-    "type", "token", "audioMuted", "videoMuted", "sdp", "candidate", "sdpMid", "sdpMLineIndex", "usernameFragment",
+    "type", "token", "audioMuted", "videoMuted", "sdp", "restart", "candidate", "sdpMid", "sdpMLineIndex", "usernameFragment",
     "join", "offer", "answer", "mediaState", "requestKeyframe", "leave", "ping", "null", "true", "false",
     "action", "create-meeting", "create-attendee", "delete-meeting", "get-meeting", "list-attendees", "get-usage",
     "attendee-presence", "appointmentId", "externalMeetingId", "ExternalMeetingId", "endsAt", "meetingId",
