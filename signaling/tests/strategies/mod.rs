@@ -66,8 +66,8 @@ pub fn arb_json_with_keys(keys: &'static [&'static str]) -> BoxedStrategy<Value>
 
 /// Any JSON value whose keys are sometimes the protocol's own names.
 pub fn arb_json() -> BoxedStrategy<Value> {
-    static KEYS: [&str; 10] =
-        ["type", "token", "audioMuted", "videoMuted", "sdp", "candidate", "ts", "sdpMid", "sdpMLineIndex", "usernameFragment"];
+    static KEYS: [&str; 11] =
+        ["type", "token", "audioMuted", "videoMuted", "sdp", "restart", "candidate", "ts", "sdpMid", "sdpMLineIndex", "usernameFragment"];
     arb_json_with_keys(&KEYS)
 }
 
@@ -170,7 +170,7 @@ pub fn arb_client_message() -> BoxedStrategy<ClientMessage> {
     prop_oneof![
         (arb_string(), any::<bool>(), any::<bool>())
             .prop_map(|(token, audio_muted, video_muted)| ClientMessage::Join { token, audio_muted, video_muted }),
-        arb_string().prop_map(|sdp| ClientMessage::Offer { sdp }),
+        (arb_string(), any::<bool>()).prop_map(|(sdp, restart)| ClientMessage::Offer { sdp, restart }),
         arb_string().prop_map(|sdp| ClientMessage::Answer { sdp }),
         proptest::option::of(candidate).prop_map(|candidate| ClientMessage::Candidate { candidate }),
         (any::<bool>(), any::<bool>())
@@ -223,7 +223,7 @@ pub fn mutated_text() -> BoxedStrategy<String> {
 
 /// The message a JSON value is, by the protocol's rules as the signaling crate documents them, written
 /// without serde: every frame is an object with a known `type`; required fields must be present with their
-/// type; optional ones may be absent or null, except the two flags of `join`, which default to false when
+/// type; optional ones may be absent or null, except the flags (`join`'s two, `offer`'s `restart`), which default to false when
 /// absent but are not nullable; unknown fields are ignored. None: the value is not a valid frame.
 pub fn expected_client_message(v: &Value) -> Option<ClientMessage> {
     let o = v.as_object()?;
@@ -243,7 +243,7 @@ pub fn expected_client_message(v: &Value) -> Option<ClientMessage> {
     }
     let message = match o.get("type")?.as_str()? {
         "join" => ClientMessage::Join { token: string(o, "token")?, audio_muted: flag("audioMuted")?, video_muted: flag("videoMuted")? },
-        "offer" => ClientMessage::Offer { sdp: string(o, "sdp")? },
+        "offer" => ClientMessage::Offer { sdp: string(o, "sdp")?, restart: flag("restart")? },
         "answer" => ClientMessage::Answer { sdp: string(o, "sdp")? },
         "candidate" => {
             let candidate = optional(o, "candidate", |c| {
