@@ -170,6 +170,16 @@ impl Default for ClinicConfig {
 /// A console session is a bearer of the practice's data on a shared tablet: a week is the longest it may live.
 const MAX_CONSOLE_SESSION_HOURS: u64 = 168;
 
+/// An on/off switch (`on`, `true`, `1` / `off`, `false`, `0`), `default` when unset.
+fn on_off(name: &str, default: bool) -> anyhow::Result<bool> {
+    match var(name).as_deref() {
+        None => Ok(default),
+        Some("on" | "true" | "1") => Ok(true),
+        Some("off" | "false" | "0") => Ok(false),
+        Some(other) => bail!("{name}={other:?} is invalid: expected on or off"),
+    }
+}
+
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
@@ -343,6 +353,7 @@ impl Config {
                 "gcm" => SrtpProfiles::Gcm,
                 other => bail!("RTC_SRTP_PROFILES={other:?} is invalid: expected any or gcm"),
             },
+            ice_tcp: on_off("RTC_ICE_TCP", true)?,
             memnet: None,
         };
         let console_session_hours = positive("CONSOLE_SESSION_HOURS", 12u64)?;
@@ -371,11 +382,7 @@ impl Config {
                 attempt_timeout: Duration::from_millis(positive("CHIME_ATTEMPT_TIMEOUT_MS", 2000u64)?),
                 call_timeout: Duration::from_millis(positive("CHIME_TIMEOUT_MS", 5000u64)?),
             },
-            failover: match var("TELEHEALTH_FAILOVER").as_deref().unwrap_or("on") {
-                "on" | "true" | "1" => true,
-                "off" | "false" | "0" => false,
-                other => bail!("TELEHEALTH_FAILOVER={other:?} is invalid: expected on or off"),
-            },
+            failover: on_off("TELEHEALTH_FAILOVER", true)?,
             local_max_meetings: optional_positive("LOCAL_MAX_MEETINGS")?,
             local_max_participants: optional_positive("LOCAL_MAX_PARTICIPANTS")?,
             lifecycle: LifecycleConfig {

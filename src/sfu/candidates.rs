@@ -1,4 +1,5 @@
-//! ICE candidates: ours (host candidates on a shard's addresses) and the signaling protocol's form of any.
+//! ICE candidates: ours (UDP and passive TCP host candidates on a shard's addresses, server-reflexive ones) and
+//! the signaling protocol's form of any.
 
 use rtc::ice::candidate::candidate_server_reflexive::CandidateServerReflexiveConfig;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit};
@@ -16,6 +17,22 @@ pub fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, rtc::shar
             ..Default::default()
         },
         ..Default::default()
+    }
+    .new_candidate_host()?;
+    bundled(RTCIceCandidate::from(&candidate).to_json()?)
+}
+
+/// A passive ICE-TCP host candidate on `addr` (RFC 6544): the browser connects to it.
+pub fn tcp_passive_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, rtc::shared::error::Error> {
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "tcp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        tcp_type: rtc::ice::tcp_type::TcpType::Passive,
     }
     .new_candidate_host()?;
     bundled(RTCIceCandidate::from(&candidate).to_json()?)

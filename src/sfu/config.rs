@@ -18,6 +18,9 @@ pub struct SfuConfig {
     pub stun_urls: Vec<String>,
     /// `RTC_SHARDS`: media shards (threads, each with one UDP port). None: one per core.
     pub shards: Option<usize>,
+    /// `RTC_ICE_TCP`: also accept media over TCP (passive ICE-TCP candidates on each shard's port number), for
+    /// clients whose network blocks UDP. On by default in `Config`; it listens, it contacts nothing.
+    pub ice_tcp: bool,
     /// `RTC_SRTP_PROFILES`: which SRTP protection profiles the DTLS handshake may choose.
     pub srtp: SrtpProfiles,
     /// Media over an in-memory network instead of UDP sockets (the forwarding benchmark). Never set by `Config`.

@@ -25,6 +25,8 @@ pub struct Datagram {
     /// When it arrived: the kernel's receive timestamp for a UDP datagram, the push for the in-memory network;
     /// None for one we are sending. What the forwarding-delay histogram measures from.
     pub received: Option<Instant>,
+    /// Carried in an ICE-TCP stream (RFC 4571 framing) rather than as a UDP datagram.
+    pub tcp: bool,
 }
 
 #[derive(Debug, Default)]
@@ -56,7 +58,7 @@ impl MemNet {
     /// Sends one datagram (copied, as a socket copies). False if it was dropped.
     pub fn send(&self, from: SocketAddr, to: SocketAddr, data: &[u8]) -> bool {
         let inbox = self.hosts.read().unwrap_or_else(|e| e.into_inner()).get(&to).cloned();
-        let delivered = inbox.is_some_and(|inbox| inbox.push(Datagram { from, to, received: Some(Instant::now()), data: BytesMut::from(data) }));
+        let delivered = inbox.is_some_and(|inbox| inbox.push(Datagram { from, to, received: Some(Instant::now()), data: BytesMut::from(data), tcp: false }));
         let counter = if delivered { &self.delivered } else { &self.dropped };
         counter.fetch_add(1, Ordering::Relaxed);
         delivered
@@ -85,7 +87,7 @@ impl MemNet {
                 flush(&mut run, &mut delivered, &mut dropped);
             }
             // Copied, as a socket copies (and as `send` does), so the benchmark charges the sender for it.
-            let copy = Datagram { from: d.from, to: d.to, data: BytesMut::from(&d.data[..]), received: Some(Instant::now()) };
+            let copy = Datagram { from: d.from, to: d.to, data: BytesMut::from(&d.data[..]), received: Some(Instant::now()), tcp: false };
             run.get_or_insert_with(|| (Arc::clone(inbox), Vec::new())).1.push(copy);
         }
         flush(&mut run, &mut delivered, &mut dropped);
@@ -233,7 +235,7 @@ mod tests {
         net.bind(addr("127.0.0.2:1"), &a).unwrap();
         net.bind(addr("127.0.0.3:1"), &b).unwrap();
         let from = addr("127.0.0.1:9");
-        let d = |to: &str, x: u8| Datagram { from, to: addr(to), data: BytesMut::from(&[x][..]), received: None };
+        let d = |to: &str, x: u8| Datagram { from, to: addr(to), data: BytesMut::from(&[x][..]), received: None, tcp: false };
         let mut batch = vec![d("127.0.0.2:1", 1), d("127.0.0.2:1", 2), d("127.0.0.3:1", 3), d("127.0.0.3:1", 4),
             d("127.0.0.3:1", 5), d("127.0.0.4:1", 6), d("127.0.0.2:1", 7)];
         net.send_batch(&mut batch);

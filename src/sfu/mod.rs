@@ -24,6 +24,7 @@ pub mod memnet;
 mod rewrite;
 mod shard;
 mod stun;
+mod tcp;
 pub mod stats;
 mod timers;
 mod transport;
@@ -72,9 +73,15 @@ impl Sfu {
                 }
                 None => {
                     let port = config.udp_ports.map_or(0, |(lo, _)| lo + i as u16);
-                    let udp = udp::UdpTransport::bind(&bind_ips, port).map_err(|e| {
+                    let mut udp = udp::UdpTransport::bind(&bind_ips, port).map_err(|e| {
                         anyhow::anyhow!("media shard {i}: cannot bind UDP port {port} on {bind_ips:?}: {e}")
                     })?;
+                    if config.ice_tcp {
+                        let port = udp.local_addrs()[0].port();
+                        udp.enable_tcp().map_err(|e| {
+                            anyhow::anyhow!("media shard {i}: cannot listen on TCP port {port} for ICE-TCP (RTC_ICE_TCP): {e}")
+                        })?;
+                    }
                     Box::new(udp)
                 }
             };

@@ -66,7 +66,7 @@ impl StunProbe {
                 let id = TransactionId::new();
                 if msg.build(&[Box::new(BINDING_REQUEST), Box::new(id)]).is_ok() {
                     self.pending.insert(id, *local);
-                    out.push(Datagram { from: *local, to: *server, received: None, data: BytesMut::from(&msg.raw[..]) });
+                    out.push(Datagram { from: *local, to: *server, received: None, data: BytesMut::from(&msg.raw[..]), tcp: false });
                 }
             }
         }
@@ -115,7 +115,7 @@ mod tests {
         let mut resp = Message::new();
         let xor = XorMappedAddress { ip: seen.ip(), port: seen.port() };
         resp.build(&[Box::new(BINDING_SUCCESS), Box::new(req.transaction_id), Box::new(xor) as Box<dyn Setter>]).unwrap();
-        Datagram { from: request.to, to: request.from, data: BytesMut::from(&resp.raw[..]), received: None }
+        Datagram { from: request.to, to: request.from, data: BytesMut::from(&resp.raw[..]), received: None, tcp: false }
     }
 
     #[test]
@@ -149,7 +149,7 @@ mod tests {
         let mut out = Vec::new();
         probe.poll(t0, &["127.0.0.1:1".parse().unwrap()], &mut out);
         assert!(out.is_empty() && probe.deadline().is_none());
-        let rtp = Datagram { from: "127.0.0.2:1".parse().unwrap(), to: "127.0.0.1:1".parse().unwrap(), data: BytesMut::from(&[0x80u8; 40][..]), received: None };
+        let rtp = Datagram { from: "127.0.0.2:1".parse().unwrap(), to: "127.0.0.1:1".parse().unwrap(), data: BytesMut::from(&[0x80u8; 40][..]), received: None, tcp: false };
         assert!(!probe.handle(&rtp));
     }
 }

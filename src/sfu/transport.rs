@@ -13,6 +13,10 @@ pub type Waker = Arc<dyn Fn() + Send + Sync>;
 pub trait Transport: Send {
     /// The addresses this shard receives on (its host candidates).
     fn local_addrs(&self) -> &[SocketAddr];
+    /// The addresses it accepts ICE-TCP streams on (passive TCP candidates); none without ICE-TCP.
+    fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        Vec::new()
+    }
     /// Appends every datagram that has arrived (`to` is the local address); never blocks. Leaves nothing unread
     /// that `wait` would not report: the shard sleeps right after.
     fn recv(&mut self, out: &mut Vec<Datagram>) -> io::Result<()>;

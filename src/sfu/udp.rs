@@ -9,10 +9,13 @@
 //! they leave as one message with UDP segmentation offload (GSO): the kernel walks its UDP/IP path once and cuts
 //! the datagrams apart at the device. A kernel or device that refuses GSO turns it off for the socket set.
 //!
+//! With ICE-TCP on (`tcp`), the same epoll set holds the shard's TCP listeners and streams.
+//!
 //! No crate offers `sendmmsg` with per-destination batching and GSO that mio's sockets can use, so the calls are
 //! made here with libc, on buffers this struct owns.
 
 use super::memnet::Datagram;
+use super::tcp::IceTcp;
 use super::transport::{Transport, Waker};
 use bytes::BytesMut;
 use std::borrow::Borrow;
@@ -46,6 +49,8 @@ pub struct UdpTransport {
     pub dropped: Arc<AtomicU64>,
     /// Whether runs to one destination go out as one GSO message; cleared if the kernel refuses one.
     gso: AtomicBool,
+    /// ICE-TCP listeners and streams on the same addresses, when enabled.
+    tcp: Option<IceTcp>,
 }
 
 /// Binds one socket on `addr` with large buffers, non-blocking.
@@ -91,7 +96,14 @@ impl UdpTransport {
             bufs: vec![[0u8; MAX_DATAGRAM]; BATCH].into_boxed_slice(),
             dropped: Arc::new(AtomicU64::new(0)),
             gso: AtomicBool::new(true),
+            tcp: None,
         })
+    }
+
+    /// Also accepts ICE-TCP streams, on the same addresses and port numbers (TCP).
+    pub fn enable_tcp(&mut self) -> io::Result<()> {
+        self.tcp = Some(IceTcp::bind(&self.addrs, self.poll.registry())?);
+        Ok(())
     }
 
     /// The socket to send from for local address `from` (the selected candidate pair's): the one bound to its IP,
@@ -139,7 +151,7 @@ impl UdpTransport {
                 let from = unsafe { SockAddr::new(storage, hdrs[k].msg_hdr.msg_namelen) };
                 let Some(from) = from.as_socket() else { continue };
                 let received = receive_time(&hdrs[k].msg_hdr, clocks);
-                out.push(Datagram { from, to: local, data: BytesMut::from(&self.bufs[k][..len.min(MAX_DATAGRAM)]), received });
+                out.push(Datagram { from, to: local, data: BytesMut::from(&self.bufs[k][..len.min(MAX_DATAGRAM)]), received, tcp: false });
             }
             if n < BATCH {
                 // Fewer than asked for: the queue was empty a moment ago, and epoll reports anything newer.
@@ -301,14 +313,29 @@ impl Transport for UdpTransport {
         &self.addrs
     }
 
+    fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        self.tcp.as_ref().map(IceTcp::addrs).unwrap_or_default()
+    }
+
     fn recv(&mut self, out: &mut Vec<Datagram>) -> io::Result<()> {
         for i in 0..self.sockets.len() {
             self.recv_socket(i, out)?;
+        }
+        if let Some(tcp) = &mut self.tcp {
+            tcp.recv(self.poll.registry(), out);
         }
         Ok(())
     }
 
     fn send(&mut self, batch: &mut Vec<Datagram>) {
+        if let Some(tcp) = &mut self.tcp
+            && batch.iter().any(|d| d.tcp)
+        {
+            for d in batch.iter().filter(|d| d.tcp) {
+                tcp.send(d, self.poll.registry());
+            }
+            batch.retain(|d| !d.tcp);
+        }
         if self.sockets.len() == 1 {
             self.send_socket(0, batch);
         } else {
@@ -324,10 +351,18 @@ impl Transport for UdpTransport {
 
     fn wait(&mut self, deadline: Option<Instant>) -> io::Result<()> {
         let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        match self.poll.poll(&mut self.events, timeout) {
+        let result = match self.poll.poll(&mut self.events, timeout) {
             Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(e),
             _ => Ok(()),
+        };
+        if let Some(tcp) = &mut self.tcp {
+            for event in self.events.iter() {
+                if IceTcp::owns(event.token()) {
+                    tcp.mark_ready(event.token());
+                }
+            }
         }
+        result
     }
 
     fn waker(&self) -> Waker {
@@ -373,7 +408,7 @@ mod tests {
     }
 
     fn datagrams(from: SocketAddr, to: SocketAddr, sizes: &[usize]) -> Vec<Datagram> {
-        sizes.iter().enumerate().map(|(i, &n)| Datagram { from, to, data: BytesMut::from(&vec![i as u8; n][..]), received: None }).collect()
+        sizes.iter().enumerate().map(|(i, &n)| Datagram { from, to, data: BytesMut::from(&vec![i as u8; n][..]), received: None, tcp: false }).collect()
     }
 
     #[test]

@@ -7,8 +7,9 @@ use super::super::api::{PeerError, PeerEvent};
 use super::super::config::{SfuConfig, SrtpProfiles};
 use super::super::dtls_hello;
 use super::super::memnet::Datagram;
+use rtc::shared::TransportProtocol;
 use super::super::stats::SfuStats;
-use crate::sfu::candidates::{candidate_to_signal, host_candidate, srflx_candidate};
+use crate::sfu::candidates::{candidate_to_signal, host_candidate, srflx_candidate, tcp_passive_candidate};
 use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Registry, Slot};
 use rtc::media_stream::MediaStreamTrackId;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -58,6 +59,8 @@ pub struct Conn {
     pub ufrag: String,
     local_addrs: Vec<SocketAddr>,
     public: Option<SocketAddr>,
+    /// Passive ICE-TCP candidates (the public address first when configured), after the UDP ones.
+    tcp_addrs: Vec<SocketAddr>,
     /// (address seen from outside, local socket) pairs the shard learned from STUN.
     srflx: Vec<(SocketAddr, SocketAddr)>,
     /// Server offers applied so far; the n-th is generation n.
@@ -105,15 +108,23 @@ fn interceptors(media_engine: &mut MediaEngine) -> Result<Registry, PeerError> {
     Ok(configure_rtcp_reports(registry).with(KEYFRAME_MARKER_SLOT, KeyframeRequestMarker::default()))
 }
 
+/// Where a connection can be reached: the shard's UDP addresses, its ICE-TCP listeners (none without ICE-TCP), and
+/// what STUN servers saw of the UDP ones (seen, base).
+pub struct Addrs {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub srflx: Vec<(SocketAddr, SocketAddr)>,
+}
+
 impl Conn {
     pub fn new(
         participant: String,
         events: mpsc::Sender<PeerEvent>,
-        local_addrs: Vec<SocketAddr>,
-        srflx: Vec<(SocketAddr, SocketAddr)>,
+        addrs: Addrs,
         config: &SfuConfig,
         now: Instant,
     ) -> Result<Self, PeerError> {
+        let Addrs { udp: local_addrs, tcp: tcp_addrs, srflx } = addrs;
         let mut media_engine = MediaEngine::default();
         // Opus, VP8, VP9, H.264 (several profiles), AV1, with RTX: whatever the browser offers first.
         media_engine.register_default_codecs().map_err(PeerError::engine)?;
@@ -140,6 +151,7 @@ impl Conn {
             .build(now)
             .map_err(PeerError::engine)?;
         let public = config.public_ip.and_then(|ip| local_addrs.first().map(|a| SocketAddr::new(ip, a.port())));
+        let public_tcp = config.public_ip.and_then(|ip| tcp_addrs.first().map(|a| SocketAddr::new(ip, a.port())));
         Ok(Self {
             participant,
             pc,
@@ -147,6 +159,7 @@ impl Conn {
             ufrag,
             local_addrs,
             public,
+            tcp_addrs: public_tcp.into_iter().chain(tcp_addrs).collect(),
             srflx,
             offers: 0,
             answered: 0,
@@ -171,8 +184,9 @@ impl Conn {
         Ok(sdp)
     }
 
-    /// Our host candidates (one per local address of the shard, plus the public address when configured),
-    /// added locally and sent to the client.
+    /// Our candidates (a UDP host candidate per local address of the shard, plus the public address when
+    /// configured; server-reflexive ones; then passive ICE-TCP ones on the same addresses), added locally and
+    /// sent to the client.
     fn trickle_candidates(&mut self) -> Result<(), PeerError> {
         if std::mem::replace(&mut self.candidates_sent, true) {
             return Ok(());
@@ -180,7 +194,8 @@ impl Conn {
         let addrs: Vec<SocketAddr> = self.public.iter().chain(&self.local_addrs).copied().collect();
         let hosts = addrs.into_iter().map(host_candidate);
         let reflexive = self.srflx.iter().map(|(seen, base)| srflx_candidate(*seen, *base));
-        for init in hosts.chain(reflexive).collect::<Vec<_>>() {
+        let tcp = self.tcp_addrs.iter().map(|a| tcp_passive_candidate(*a));
+        for init in hosts.chain(reflexive).chain(tcp).collect::<Vec<_>>() {
             let init = init.map_err(PeerError::engine)?;
             self.pc.add_local_candidate(init.clone()).map_err(PeerError::candidate)?;
             let _ = self.events.try_send(PeerEvent::Candidate(candidate_to_signal(init)));
@@ -220,7 +235,8 @@ impl Conn {
                 tracing::debug!(profile = profile.name(), "SRTP profile chosen");
                 stats.count_srtp_profile(profile.name());
             }
-            tx.push(Datagram { from: w.transport.local_addr, to: w.transport.peer_addr, data: w.message, received: None });
+            let tcp = w.transport.transport_protocol == TransportProtocol::TCP;
+            tx.push(Datagram { from: w.transport.local_addr, to: w.transport.peer_addr, data: w.message, received: None, tcp });
         }
     }
 }

@@ -280,7 +280,7 @@ impl Shard {
                 local_addr: d.to,
                 peer_addr: d.from,
                 ecn: None,
-                transport_protocol: TransportProtocol::UDP,
+                transport_protocol: if d.tcp { TransportProtocol::TCP } else { TransportProtocol::UDP },
             },
             message: d.data,
         };
@@ -444,7 +444,8 @@ impl Shard {
         match cmd {
             Command::Create { participant, events, reply } => {
                 let locals = self.transport.local_addrs().to_vec();
-                let result = Conn::new(participant, events, locals, self.stun.mapped(), &self.config, now)
+                let addrs = conn::Addrs { udp: locals, tcp: self.transport.tcp_addrs(), srflx: self.stun.mapped() };
+                let result = Conn::new(participant, events, addrs, &self.config, now)
                     .map(|conn| {
                         let id = ConnId(self.next_id);
                         self.next_id += 1;
