@@ -82,7 +82,13 @@ fn migrate_creates_the_database_and_exits() {
 #[test]
 fn bad_media_settings_refuse_to_start_and_name_the_variable() {
     let dir = tempfile::tempdir().unwrap();
-    for (var, value) in [("RTC_SRTP_PROFILES", "cm"), ("RTC_SHARDS", "0")] {
+    for (var, value) in [
+        ("RTC_SRTP_PROFILES", "cm"),
+        ("RTC_SHARDS", "0"),
+        ("RTC_ICE_TCP", "maybe"),
+        ("RESUME_WINDOW_SECS", "soon"),
+        ("SOCKET_STALL_SECS", "-1"),
+    ] {
         let out = gateway(dir.path()).env(var, value).arg("migrate").output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{var}={value} was accepted");

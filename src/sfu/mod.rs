@@ -73,16 +73,7 @@ impl Sfu {
                 }
                 None => {
                     let port = config.udp_ports.map_or(0, |(lo, _)| lo + i as u16);
-                    let mut udp = udp::UdpTransport::bind(&bind_ips, port).map_err(|e| {
-                        anyhow::anyhow!("media shard {i}: cannot bind UDP port {port} on {bind_ips:?}: {e}")
-                    })?;
-                    if config.ice_tcp {
-                        let port = udp.local_addrs()[0].port();
-                        udp.enable_tcp().map_err(|e| {
-                            anyhow::anyhow!("media shard {i}: cannot listen on TCP port {port} for ICE-TCP (RTC_ICE_TCP): {e}")
-                        })?;
-                    }
-                    Box::new(udp)
+                    Box::new(bind_shard(i, &bind_ips, port, config.ice_tcp)?)
                 }
             };
             shards.push(Arc::new(shard::spawn(i, transport, config.clone(), Arc::clone(&stats))?));
@@ -127,6 +118,26 @@ impl Sfu {
         shard.peers.fetch_add(1, Ordering::Relaxed);
         Ok(Arc::new(Peer { id: participant, shard, conn, _pin: pin }))
     }
+}
+
+/// Binds shard `i`'s UDP sockets on `port` (0: one the OS picks) and, with ICE-TCP, TCP listeners on the same
+/// number. A port the OS picked for UDP may be taken for TCP: then another is tried.
+fn bind_shard(i: usize, bind_ips: &[IpAddr], port: u16, ice_tcp: bool) -> anyhow::Result<udp::UdpTransport> {
+    let attempts = if port == 0 { 8 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let mut udp = udp::UdpTransport::bind(bind_ips, port)
+            .map_err(|e| anyhow::anyhow!("media shard {i}: cannot bind UDP port {port} on {bind_ips:?}: {e}"))?;
+        if !ice_tcp {
+            return Ok(udp);
+        }
+        match udp.enable_tcp() {
+            Ok(()) => return Ok(udp),
+            Err(e) => last = Some((udp.local_addrs()[0].port(), e)),
+        }
+    }
+    let (port, e) = last.expect("at least one attempt");
+    anyhow::bail!("media shard {i}: cannot listen on TCP port {port} for ICE-TCP (RTC_ICE_TCP): {e}")
 }
 
 /// Keeps a room on its shard while one of its connections is open.
