@@ -328,6 +328,12 @@ const PEER_CONNECTIONS: Live = Live {
     kind: MetricType::GAUGE,
     label: None,
 };
+const TASKS: Live = Live {
+    name: "telehealth_tasks",
+    help: "Tasks alive in the server's async runtime (a number that only grows is a leak).",
+    kind: MetricType::GAUGE,
+    label: None,
+};
 const PACKETS_RECEIVED: Live = Live {
     name: "telehealth_sfu_packets_received_total",
     help: "RTP packets received from publishers.",
@@ -372,10 +378,11 @@ const FORWARDING_DELAY: Live = Live {
     kind: MetricType::HISTOGRAM,
     label: None,
 };
-const LIVE: [Live; 10] = [
+const LIVE: [Live; 11] = [
     MEETINGS,
     PARTICIPANTS,
     PEER_CONNECTIONS,
+    TASKS,
     PACKETS_RECEIVED,
     PACKETS_FORWARDED,
     BYTES_FORWARDED,
@@ -416,6 +423,8 @@ impl Collector for LiveCollector {
             one(&MEETINGS, self.rooms.meeting_count() as u64),
             one(&PARTICIPANTS, self.rooms.total_participants() as u64),
             one(&PEER_CONNECTIONS, sfu.peer_connections),
+            // Scraped from outside the runtime (a unit test) there is no runtime to ask: 0.
+            one(&TASKS, tokio::runtime::Handle::try_current().map_or(0, |h| h.metrics().num_alive_tasks() as u64)),
             one(&PACKETS_RECEIVED, sfu.packets_in),
             one(&PACKETS_FORWARDED, sfu.packets_out),
             one(&BYTES_FORWARDED, sfu.bytes_out),

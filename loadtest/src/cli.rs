@@ -43,6 +43,10 @@ pub struct LoadtestArgs {
     /// Keep-alive ping per participant (its round trip is reported).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub ping_interval: Duration,
+    /// Churn (the soak): each participant, every this long on average (jittered ±50 %), either drops its socket
+    /// and reconnects with the same JoinToken (expecting to resume, 2 times in 3) or leaves and joins again.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub churn: Option<Duration>,
     /// API calls in flight while creating meetings and attendees.
     #[arg(long, default_value_t = 32)]
     pub api_concurrency: usize,
@@ -103,6 +107,7 @@ impl LoadtestArgs {
             media_threads: self.media_threads,
             video_bitrate_bps: self.video_bitrate,
             ping_interval: self.ping_interval,
+            churn: self.churn,
             api_concurrency: self.api_concurrency,
             rtc_bind_ips,
             insecure: self.insecure,

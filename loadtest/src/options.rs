@@ -22,6 +22,8 @@ pub struct Options {
     pub media_threads: usize,
     pub video_bitrate_bps: u64,
     pub ping_interval: Duration,
+    /// Reconnect or rejoin every this long on average (`--churn`).
+    pub churn: Option<Duration>,
     /// API calls in flight while provisioning (and in `api_only` runs).
     pub api_concurrency: usize,
     /// Local addresses the media peers gather ICE candidates on.

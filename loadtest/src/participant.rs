@@ -43,6 +43,9 @@ pub struct Shared {
     pub settled: AtomicU64,
     pub connected: AtomicI64,
     pub peak_connected: AtomicI64,
+    /// Churn: sockets dropped and reopened that the server resumed, and leaves followed by a fresh join.
+    pub resumed: AtomicU64,
+    pub rejoined: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -72,6 +75,8 @@ pub struct Behaviour {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub ping_interval: Duration,
     pub media: Option<Arc<MediaEngine>>,
+    /// Reconnect or rejoin every this long on average (the soak).
+    pub churn: Option<Duration>,
 }
 
 /// Runs one participant until `stop` flips (or the server drops it). Never panics; failures are counted by kind.
@@ -90,7 +95,7 @@ pub async fn run(shared: Arc<Shared>, behaviour: Arc<Behaviour>, ticket: Ticket,
     shared.connect_one();
     shared.settled.fetch_add(1, Ordering::Relaxed);
     let mut p = InMeeting { shared: &shared, tx, rx, media: None };
-    if let Err(kind) = p.hold(&behaviour, stop).await {
+    if let Err(kind) = p.hold(&behaviour, &ticket, stop).await {
         shared.error(kind);
     }
     if let Some(media) = p.media.take() {
@@ -101,6 +106,11 @@ pub async fn run(shared: Arc<Shared>, behaviour: Arc<Behaviour>, ticket: Ticket,
 
 /// Connects and joins; Err is the error kind for the report.
 async fn join(shared: &Shared, behaviour: &Behaviour, ticket: &Ticket) -> Result<(SignalingSender, SignalingReceiver), String> {
+    join_resuming(shared, behaviour, ticket).await.map(|(tx, rx, _)| (tx, rx))
+}
+
+/// `join`, also telling whether the server resumed the participant (`joined.resumed`).
+async fn join_resuming(shared: &Shared, behaviour: &Behaviour, ticket: &Ticket) -> Result<(SignalingSender, SignalingReceiver, bool), String> {
     let started = Instant::now();
     let client = match tokio::time::timeout(CONNECT_TIMEOUT, SignalingClient::connect_with_tls(&behaviour.ws_url, behaviour.tls.clone())).await {
         Err(_) => return Err("ws connect timeout".into()),
@@ -123,9 +133,9 @@ async fn join(shared: &Shared, behaviour: &Behaviour, ticket: &Ticket) -> Result
         };
         shared.messages_received.fetch_add(1, Ordering::Relaxed);
         match msg {
-            ServerMessage::Joined { .. } => {
+            ServerMessage::Joined { resumed, .. } => {
                 shared.join_latency.record(opened.elapsed());
-                return Ok((tx, rx));
+                return Ok((tx, rx, resumed));
             }
             ServerMessage::Error { code, .. } => return Err(format!("join rejected: {code:?}")),
             _ => {}
@@ -153,12 +163,13 @@ impl InMeeting<'_> {
         Ok(())
     }
 
-    async fn hold(&mut self, behaviour: &Behaviour, mut stop: watch::Receiver<bool>) -> Result<(), String> {
+    async fn hold(&mut self, behaviour: &Behaviour, ticket: &Ticket, mut stop: watch::Receiver<bool>) -> Result<(), String> {
         let (out_tx, mut out_rx) = mpsc::unbounded_channel();
         if let Some(engine) = &behaviour.media {
-            let session = engine.session(out_tx).map_err(|_| "media setup failed")?;
+            let session = engine.session(out_tx.clone()).map_err(|_| "media setup failed")?;
             self.media = Some(session);
         }
+        let mut churn = next_churn(behaviour.churn);
         // Spread pings over the interval so thousands of sockets do not ping in lockstep.
         let offset = behaviour.ping_interval.mul_f64(rand::random::<f64>());
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + offset, behaviour.ping_interval);
@@ -169,6 +180,10 @@ impl InMeeting<'_> {
                 _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
                 Some(msg) = out_rx.recv() => self.send(&msg).await?,
                 _ = ping.tick() => self.send(&ClientMessage::Ping { ts: Some(now_us()) }).await?,
+                _ = sleep_until(churn) => {
+                    self.churn(behaviour, ticket, &out_tx).await?;
+                    churn = next_churn(behaviour.churn);
+                }
                 msg = self.rx.recv() => match msg {
                     Ok(msg) => self.on_message(msg).await?,
                     Err(ClientError::Closed) => return Err("disconnected by server".into()),
@@ -197,6 +212,34 @@ impl InMeeting<'_> {
         Ok(())
     }
 
+    /// One churn step: 2 times in 3 the socket drops (no `leave`) and a new one joins with the same token, which
+    /// the server must resume, media going on; otherwise a proper leave and a fresh join, with new media.
+    async fn churn(&mut self, behaviour: &Behaviour, ticket: &Ticket, out: &mpsc::UnboundedSender<ClientMessage>) -> Result<(), String> {
+        let reconnect = rand::random::<u32>() % 3 != 0;
+        if reconnect {
+            let _ = self.tx.close().await; // the network goes away: no leave
+        } else {
+            self.leave().await?;
+            if let Some(media) = self.media.take() {
+                media.close().await;
+            }
+        }
+        let (tx, rx, resumed) = join_resuming(self.shared, behaviour, ticket).await?;
+        (self.tx, self.rx) = (tx, rx);
+        if reconnect != resumed {
+            return Err(format!("churn: expected resumed={reconnect}, got {resumed}"));
+        }
+        if reconnect {
+            self.shared.resumed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.shared.rejoined.fetch_add(1, Ordering::Relaxed);
+            if let Some(engine) = &behaviour.media {
+                self.media = Some(engine.session(out.clone()).map_err(|_| "media setup failed")?);
+            }
+        }
+        Ok(())
+    }
+
     /// Says `leave` and waits for the server's `left`, so the server side is gone when the run ends.
     async fn leave(&mut self) -> Result<(), String> {
         self.send(&ClientMessage::Leave).await?;
@@ -216,6 +259,19 @@ impl InMeeting<'_> {
                 }
             }
         }
+    }
+}
+
+/// When the next churn step is due: around `every` (±50 %), or never.
+fn next_churn(every: Option<Duration>) -> Option<tokio::time::Instant> {
+    every.map(|e| tokio::time::Instant::now() + e.mul_f64(0.5 + rand::random::<f64>()))
+}
+
+/// Resolves at `at`, or never without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

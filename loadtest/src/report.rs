@@ -80,6 +80,9 @@ pub struct Participants {
     pub joined: u64,
     pub failed: u64,
     pub peak_connected: i64,
+    /// Churn (`--churn`): reconnects the server resumed, and leaves followed by a fresh join.
+    pub resumed: u64,
+    pub rejoined: u64,
     /// Joins completed per second of ramp.
     pub join_rate: f64,
 }
@@ -223,6 +226,8 @@ impl Report {
                 joined,
                 failed: shared.failed.load(Ordering::Relaxed),
                 peak_connected: shared.peak_connected.load(Ordering::Relaxed),
+                resumed: shared.resumed.load(Ordering::Relaxed),
+                rejoined: shared.rejoined.load(Ordering::Relaxed),
                 join_rate: if timing.ramp_s > 0.0 { round(joined as f64 / timing.ramp_s, 1) } else { 0.0 },
             },
             join_latency_ms: shared.join_latency.summary_ms(),
@@ -281,6 +286,9 @@ impl Report {
             );
             let p = &self.participants;
             row("participants", format!("{} joined / {} target, {} failed, peak {} connected", p.joined, p.target, p.failed, p.peak_connected));
+            if p.resumed + p.rejoined > 0 {
+                row("churn", format!("{} reconnects resumed, {} leaves and fresh joins", p.resumed, p.rejoined));
+            }
             row("join rate", format!("{:.1}/s over a {:.1} s ramp", p.join_rate, self.timing.ramp_s));
             row("join latency (ws open → joined)", lat(&self.join_latency_ms, "ms"));
             row("connect (TCP + upgrade)", lat(&self.connect_latency_ms, "ms"));

@@ -63,6 +63,7 @@ async fn run_participants(options: &Options, api: &Arc<Api>, before: Option<scra
         ws_url: options.ws_url(),
         tls: options.insecure.then(tls::accept_any_certificate),
         ping_interval: options.ping_interval,
+        churn: options.churn,
         media,
     });
     let progress = progress::Progress::new(options.progress, total as u64);

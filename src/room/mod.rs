@@ -189,6 +189,13 @@ impl Room {
         });
     }
 
+    /// Counts a participant as finishing (its stay being recorded) while the guard lives.
+    pub(crate) fn finishing(&self) -> Option<Finishing> {
+        let rooms = self.rooms.upgrade()?;
+        rooms.finishing.fetch_add(1, Ordering::SeqCst);
+        Some(Finishing(rooms))
+    }
+
     /// Withdraws every track `me` publishes (its peer connection is gone or being replaced).
     pub(crate) fn withdraw(&self, me: AttendeeId) {
         let prefix = me.to_string();
@@ -228,6 +235,15 @@ impl Room {
     }
 }
 
+/// A participant out of its room whose stay is still being recorded.
+pub(crate) struct Finishing(Arc<Rooms>);
+
+impl Drop for Finishing {
+    fn drop(&mut self) {
+        self.0.finishing.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Every live meeting on this server.
 pub struct Rooms {
     sfu: Arc<Sfu>,
@@ -235,6 +251,8 @@ pub struct Rooms {
     rooms: Mutex<HashMap<MeetingId, Arc<Room>>>,
     /// Members across all rooms (kept here so the server-wide cap needs no walk over the rooms).
     participants: AtomicUsize,
+    /// Participants gone from their room whose leave is still being written (see `Finishing`).
+    finishing: AtomicUsize,
     draining: AtomicBool,
     next_seq: AtomicU64,
     me: Weak<Rooms>,
@@ -251,6 +269,7 @@ impl Rooms {
             config,
             rooms: Mutex::new(HashMap::new()),
             participants: AtomicUsize::new(0),
+            finishing: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             next_seq: AtomicU64::new(1),
             me: me.clone(),
@@ -442,7 +461,7 @@ impl Rooms {
         for room in &rooms {
             room.send_all(|| Command::Restarting);
         }
-        wait_until(grace, || self.total_participants() == 0).await;
+        wait_until(grace, || self.total_participants() == 0 && self.finishing.load(Ordering::SeqCst) == 0).await;
     }
 
     pub fn is_draining(&self) -> bool {

@@ -194,12 +194,13 @@ impl Actor {
             }
         }
         tracing::info!(meeting = %self.room.meeting_id, attendee = %self.me, "participant left");
-        // The leave is written before the member goes, so a draining server (which waits for rooms to empty)
-        // does not stop before the stay's end is recorded.
+        // Out of the room first, so a join that comes right after is a fresh one and not handed to this ending
+        // actor; the room counts it as finishing until its stay is recorded, so a draining server waits for that.
+        let _finishing = self.room.finishing();
+        self.room.leave(self.me, self.seq);
         if let Some(stay) = self.stay.take() {
             stay.end().await;
         }
-        self.room.leave(self.me, self.seq);
         if let Some(peer) = self.peer.take() {
             peer.close().await;
         }
