@@ -19,6 +19,7 @@
 //! The kind byte is inside the MAC, so an invite can never pass as a join token or the other way round.
 
 pub mod console;
+pub mod turn;
 
 use crate::config::Config;
 use crate::ids::{AttendeeId, MeetingId};

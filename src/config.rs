@@ -136,6 +136,10 @@ pub struct Config {
     /// `RESUME_WINDOW_SECS`: how long a participant whose connection dropped keeps its place before the others
     /// see it leave (default 60 s; 0: leave at once).
     pub resume_window: Duration,
+    /// `TURN_URLS`, `TURN_SECRET`, `TURN_TTL_SECS`: a TURN server (coturn with `use-auth-secret`, or any that
+    /// checks TURN REST credentials) handed to the join pages, each with a credential valid `TURN_TTL_SECS`
+    /// (default 6 h). Unset: none; nothing is contacted unless configured.
+    pub turn: Option<crate::auth::turn::TurnConfig>,
     /// `SOCKET_STALL_SECS`: how long a participant's socket may stay too far behind (news skipped) before it is
     /// detached as not reading (default 10 s).
     pub socket_stall: Duration,
@@ -169,6 +173,27 @@ impl Default for ClinicConfig {
 
 /// A console session is a bearer of the practice's data on a shared tablet: a week is the longest it may live.
 const MAX_CONSOLE_SESSION_HOURS: u64 = 168;
+
+/// `TURN_URLS` + `TURN_SECRET` (+ `TURN_TTL_SECS`): both or neither.
+fn turn_from_env() -> anyhow::Result<Option<crate::auth::turn::TurnConfig>> {
+    let urls: Vec<String> =
+        var("TURN_URLS").map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()).unwrap_or_default();
+    let secret = var("TURN_SECRET").unwrap_or_default();
+    match (urls.is_empty(), secret.is_empty()) {
+        (true, true) => return Ok(None),
+        (false, true) => bail!("TURN_URLS is set but TURN_SECRET is not: the pages' TURN credentials are derived from it"),
+        (true, false) => bail!("TURN_SECRET is set but TURN_URLS is not"),
+        (false, false) => {}
+    }
+    if let Some(bad) = urls.iter().find(|u| !(u.starts_with("turn:") || u.starts_with("turns:"))) {
+        bail!("TURN_URLS: {bad:?} is not a turn: or turns: URL");
+    }
+    let ttl = parse_var("TURN_TTL_SECS", 6 * 3600u64)?;
+    if !(60..=7 * 24 * 3600).contains(&ttl) {
+        bail!("TURN_TTL_SECS must be from 60 to 604800 (one week)");
+    }
+    Ok(Some(crate::auth::turn::TurnConfig { urls, secret: secret.into_bytes(), ttl: Duration::from_secs(ttl) }))
+}
 
 /// An on/off switch (`on`, `true`, `1` / `off`, `false`, `0`), `default` when unset.
 fn on_off(name: &str, default: bool) -> anyhow::Result<bool> {
@@ -297,6 +322,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(5),
             resume_window: Duration::from_secs(60),
             socket_stall: Duration::from_secs(10),
+            turn: None,
             max_body_bytes: 64 * 1024,
             sfu: SfuConfig::default(),
             clinic: ClinicConfig::default(),
@@ -396,6 +422,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(parse_var("SHUTDOWN_GRACE_SECS", 5u64)?),
             resume_window: Duration::from_secs(parse_var("RESUME_WINDOW_SECS", 60u64)?),
             socket_stall: Duration::from_secs(parse_var("SOCKET_STALL_SECS", 10u64)?.max(1)),
+            turn: turn_from_env()?,
             max_body_bytes: parse_var("MAX_BODY_BYTES", 64 * 1024usize)?,
             sfu,
             clinic: ClinicConfig {

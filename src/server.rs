@@ -53,6 +53,7 @@ impl Server {
             resume_window: config.resume_window,
             max_participants: config.local_max_participants,
             stall_timeout: config.socket_stall,
+            turn: config.turn.clone(),
         };
         let rooms = Rooms::with_config(Sfu::new(config.sfu.clone())?, rooms_config);
         let metrics = Metrics::new(Arc::clone(&rooms));

@@ -88,6 +88,8 @@ fn bad_media_settings_refuse_to_start_and_name_the_variable() {
         ("RTC_ICE_TCP", "maybe"),
         ("RESUME_WINDOW_SECS", "soon"),
         ("SOCKET_STALL_SECS", "-1"),
+        ("TURN_URLS", "turn:127.0.0.1:3478"), // without TURN_SECRET
+        ("TURN_SECRET", "only-the-secret"),
     ] {
         let out = gateway(dir.path()).env(var, value).arg("migrate").output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);

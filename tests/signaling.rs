@@ -61,7 +61,7 @@ async fn joining_with_a_valid_token_reports_the_others_and_the_count() {
     let server = TestServer::start().await;
     let (id, url, guests) = meeting_with_guests(&server, &["Dr. Smith", "Pat Client"]).await;
     let (mut a, first) = join(&url, &guests[0].token).await;
-    let ServerMessage::Joined { meeting_id, attendee_id, participants, count, resumed } = first else { panic!("{first:?}") };
+    let ServerMessage::Joined { meeting_id, attendee_id, participants, count, resumed, .. } = first else { panic!("{first:?}") };
     assert_eq!((meeting_id.as_str(), attendee_id.as_str(), count), (id.as_str(), guests[0].attendee_id.as_str(), 1));
     assert!(!resumed, "a first join resumes nothing");
     assert!(participants.is_empty());
@@ -296,4 +296,27 @@ async fn after_the_resume_window_the_others_see_the_leave_and_the_token_joins_af
 
     let (_b, first) = join(&url, &guests[1].token).await;
     assert!(matches!(first, ServerMessage::Joined { resumed: false, count: 2, .. }), "{first:?}");
+}
+
+/// With a TURN server configured, `joined` hands each participant a TURN REST credential (expiring, derived from the
+/// shared secret, naming no one); without one it hands none.
+#[tokio::test]
+async fn joined_hands_out_turn_credentials_only_when_a_turn_server_is_configured() {
+    use telehealth_gateway::auth::turn::{TurnConfig, credential};
+    let server = TestServer::start().await;
+    let (_, url, guests) = meeting_with_guests(&server, &["Pat Client"]).await;
+    let (_a, first) = join(&url, &guests[0].token).await;
+    assert!(matches!(&first, ServerMessage::Joined { ice_servers, .. } if ice_servers.is_empty()), "{first:?}");
+
+    let turn = TurnConfig { urls: vec!["turn:127.0.0.1:3478?transport=tcp".into()], secret: b"shared-secret".to_vec(), ttl: Duration::from_secs(3600) };
+    let server = TestServer::start_with(|c| c.turn = Some(turn)).await;
+    let (_, url, guests) = meeting_with_guests(&server, &["Pat Client"]).await;
+    let (_b, first) = join(&url, &guests[0].token).await;
+    let ServerMessage::Joined { ice_servers, .. } = first else { panic!("{first:?}") };
+    assert_eq!(ice_servers.len(), 1);
+    assert_eq!(ice_servers[0].urls, ["turn:127.0.0.1:3478?transport=tcp"]);
+    let username = ice_servers[0].username.clone().unwrap();
+    let (expiry, user) = username.split_once(':').unwrap();
+    assert!(!username.contains(&guests[0].attendee_id), "{username}");
+    assert_eq!(ice_servers[0].credential.as_deref(), Some(credential(b"shared-secret", expiry.parse().unwrap(), user).1.as_str()));
 }

@@ -23,6 +23,17 @@ pub struct IceCandidate {
     pub username_fragment: Option<String>,
 }
 
+/// A STUN/TURN server for the page's RTCPeerConnection (`RTCIceServer`), with its short-lived credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
 /// Someone in the meeting, as other participants see them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -156,6 +167,10 @@ pub enum ServerMessage {
         count: usize,
         #[serde(default)]
         resumed: bool,
+        /// TURN servers to add to the peer connection's configuration (empty: none configured; the SFU's own
+        /// candidates, UDP and TCP, are reachable directly).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
     },
     Offer { sdp: String },
     Answer { sdp: String },

@@ -16,12 +16,13 @@
 pub mod admission;
 mod participant;
 
+use crate::auth::turn::{TurnConfig, opaque_user};
 use crate::ids::{AttendeeId, MeetingId};
 use crate::sfu::{PublishedTrack, Sfu};
 use admission::StayRecorder;
 pub use admission::{Admission, Attendance, AttendanceError, JoinRequest, Refusal};
 use participant::{Command, Member};
-use signaling::{ClientMessage, EndReason, Participant, ServerMessage};
+use signaling::{ClientMessage, EndReason, IceServer, Participant, ServerMessage};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -45,11 +46,13 @@ pub struct RoomsConfig {
     pub max_participants: Option<usize>,
     /// How long a socket may stay too far behind before it is detached as not reading.
     pub stall_timeout: Duration,
+    /// TURN servers for the pages, each participant with its own short-lived credential (`joined`).
+    pub turn: Option<TurnConfig>,
 }
 
 impl Default for RoomsConfig {
     fn default() -> Self {
-        Self { resume_window: Duration::from_secs(60), max_participants: None, stall_timeout: Duration::from_secs(10) }
+        Self { resume_window: Duration::from_secs(60), max_participants: None, stall_timeout: Duration::from_secs(10), turn: None }
     }
 }
 
@@ -284,6 +287,11 @@ impl Rooms {
         &self.config
     }
 
+    /// What `joined` hands `attendee` for its peer connection: the TURN servers with a fresh credential.
+    pub(crate) fn ice_servers(&self, attendee: AttendeeId) -> Vec<IceServer> {
+        self.config.turn.iter().map(|t| t.ice_server(&opaque_user(&attendee.to_string()))).collect()
+    }
+
     fn lock_rooms(&self) -> std::sync::MutexGuard<'_, HashMap<MeetingId, Arc<Room>>> {
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -421,6 +429,7 @@ impl Rooms {
             participants: others,
             count,
             resumed: false,
+            ice_servers: self.ice_servers(attendee_id),
         }));
         room.send_others(attendee_id, || {
             Command::Notify(ServerMessage::ParticipantJoined { participant: info.clone(), count })

@@ -338,6 +338,7 @@ impl Actor {
             participants,
             count,
             resumed: true,
+            ice_servers: self.room.rooms.upgrade().map(|r| r.ice_servers(self.me)).unwrap_or_default(),
         });
     }
 

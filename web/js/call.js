@@ -182,6 +182,8 @@ export class Call {
     this.attempt = 0;
     this.awaySince = null;
     this.attendeeId = frame.attendeeId;
+    // TURN servers the gateway hands out (with a fresh credential each join); used by the next peer connection.
+    this.iceServers = Array.isArray(frame.iceServers) ? frame.iceServers : [];
     this.on.joined?.(frame);
     // A connection still waiting for the answer to its own offer may have lost it with the socket.
     const alive =
@@ -272,8 +274,8 @@ export class Call {
   }
 
   #createPeerConnection() {
-    // No iceServers: the SFU is reachable directly (offline clinic, LAN or loopback).
-    const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    // The SFU is reachable directly (its UDP and TCP candidates); TURN servers only when the gateway names some.
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers ?? [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
     this.pc = pc;
     const stream = this.localStream;
     const tracks = stream ? stream.getTracks() : [];
