@@ -1,11 +1,14 @@
 //! One `Config`, read from the environment (and `.env`), validated at start: the gateway refuses to boot
 //! on a bad value rather than limping along. Every variable is documented in README.md and `.env.example`.
 
+pub mod invites;
+
 use crate::ids::Provider;
 use crate::notify::config::NotifyConfig;
 use crate::notify::OutboxConfig;
 use crate::sfu::{SfuConfig, SrtpProfiles};
 use anyhow::{Context, bail};
+pub use invites::InviteLifetime;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -135,6 +138,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// `MAX_BODY_BYTES`: the API's request size limit (default 64 KiB).
     pub max_body_bytes: usize,
+    /// `INVITE_TTL` and `INVITE_GRACE`: how long invite links live.
+    pub invites: InviteLifetime,
     pub sfu: SfuConfig,
     pub clinic: ClinicConfig,
     /// `CONSOLE_SESSION_HOURS` (default 12, at most 168): how long a console sign-in lasts, whatever happens in it.
@@ -280,6 +285,7 @@ impl Config {
             join_token_ttl: Duration::from_secs(24 * 3600),
             shutdown_grace: Duration::from_secs(5),
             max_body_bytes: 64 * 1024,
+            invites: InviteLifetime::default(),
             sfu: SfuConfig::default(),
             clinic: ClinicConfig::default(),
             console_session_ttl: Duration::from_secs(12 * 3600),
@@ -341,6 +347,7 @@ impl Config {
         if console_session_hours > MAX_CONSOLE_SESSION_HOURS {
             bail!("CONSOLE_SESSION_HOURS must be at most {MAX_CONSOLE_SESSION_HOURS} (one week)");
         }
+        let meeting_grace = Duration::from_secs(parse_var("MEETING_GRACE_SECS", 30 * 60u64)?);
         Ok(Self {
             http_addr: parse_var("HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             https_addr,
@@ -372,7 +379,7 @@ impl Config {
             local_max_participants: optional_positive("LOCAL_MAX_PARTICIPANTS")?,
             lifecycle: LifecycleConfig {
                 local_idle: Duration::from_secs(positive("MEETING_IDLE_SECS", 30 * 60u64)?),
-                grace: Duration::from_secs(parse_var("MEETING_GRACE_SECS", 30 * 60u64)?),
+                grace: meeting_grace,
                 interval: Duration::from_secs(positive("CLEANUP_INTERVAL_SECS", 60u64)?),
                 chime_cost_per_minute: rate("CHIME_COST_PER_ATTENDEE_MINUTE", 0.0017)?,
                 local_cost_per_minute: rate("LOCAL_COST_PER_ATTENDEE_MINUTE", 0.0)?,
@@ -380,6 +387,7 @@ impl Config {
             join_token_ttl: Duration::from_secs(parse_var("JOIN_TOKEN_TTL_SECS", 24 * 3600u64)?),
             shutdown_grace: Duration::from_secs(parse_var("SHUTDOWN_GRACE_SECS", 5u64)?),
             max_body_bytes: parse_var("MAX_BODY_BYTES", 64 * 1024usize)?,
+            invites: invites::from_lookup(var, meeting_grace)?,
             sfu,
             clinic: ClinicConfig {
                 reminder_offsets: parse_offsets(&var("REMINDER_OFFSETS").unwrap_or_else(|| "24h,1h".into()))?,
