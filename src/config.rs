@@ -2,6 +2,7 @@
 //! on a bad value rather than limping along. Every variable is documented in README.md and `.env.example`.
 
 pub mod invites;
+pub mod limits;
 
 use crate::ids::Provider;
 use crate::notify::config::NotifyConfig;
@@ -9,6 +10,7 @@ use crate::notify::OutboxConfig;
 use crate::sfu::{SfuConfig, SrtpProfiles};
 use anyhow::{Context, bail};
 pub use invites::InviteLifetime;
+pub use limits::{LimitsConfig, RateLimit};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -138,6 +140,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// `MAX_BODY_BYTES`: the API's request size limit (default 64 KiB).
     pub max_body_bytes: usize,
+    /// Rate limits, socket caps and timeouts at the HTTP edge.
+    pub limits: LimitsConfig,
     /// `INVITE_TTL` and `INVITE_GRACE`: how long invite links live.
     pub invites: InviteLifetime,
     pub sfu: SfuConfig,
@@ -285,6 +289,7 @@ impl Config {
             join_token_ttl: Duration::from_secs(24 * 3600),
             shutdown_grace: Duration::from_secs(5),
             max_body_bytes: 64 * 1024,
+            limits: LimitsConfig::default(),
             invites: InviteLifetime::default(),
             sfu: SfuConfig::default(),
             clinic: ClinicConfig::default(),
@@ -347,6 +352,21 @@ impl Config {
         if console_session_hours > MAX_CONSOLE_SESSION_HOURS {
             bail!("CONSOLE_SESSION_HOURS must be at most {MAX_CONSOLE_SESSION_HOURS} (one week)");
         }
+        let chime = ChimeConfig {
+            region: var("AWS_CHIME_REGION"),
+            media_region: var("CHIME_MEDIA_REGION"),
+            endpoint_url: None,
+            credentials: None,
+            max_attempts: positive("CHIME_MAX_ATTEMPTS", 3u32)?,
+            attempt_timeout: Duration::from_millis(positive("CHIME_ATTEMPT_TIMEOUT_MS", 2000u64)?),
+            call_timeout: Duration::from_millis(positive("CHIME_TIMEOUT_MS", 5000u64)?),
+        };
+        let limits = limits::from_lookup(var)?;
+        // A create-meeting that fails over waits out Chime's whole call first: cutting the request before that
+        // would turn every failover into a timeout.
+        if limits.request_timeout <= chime.call_timeout {
+            bail!("HTTP_REQUEST_TIMEOUT_MS must be above CHIME_TIMEOUT_MS ({} ms)", chime.call_timeout.as_millis());
+        }
         let meeting_grace = Duration::from_secs(parse_var("MEETING_GRACE_SECS", 30 * 60u64)?);
         Ok(Self {
             http_addr: parse_var("HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
@@ -361,15 +381,7 @@ impl Config {
             signing_secret,
             aws_credentials_present: var("AWS_ACCESS_KEY_ID").is_some() && var("AWS_SECRET_ACCESS_KEY").is_some(),
             media_region: var("AWS_CHIME_REGION").unwrap_or_else(|| "us-east-1".into()),
-            chime: ChimeConfig {
-                region: var("AWS_CHIME_REGION"),
-                media_region: var("CHIME_MEDIA_REGION"),
-                endpoint_url: None,
-                credentials: None,
-                max_attempts: positive("CHIME_MAX_ATTEMPTS", 3u32)?,
-                attempt_timeout: Duration::from_millis(positive("CHIME_ATTEMPT_TIMEOUT_MS", 2000u64)?),
-                call_timeout: Duration::from_millis(positive("CHIME_TIMEOUT_MS", 5000u64)?),
-            },
+            chime,
             failover: match var("TELEHEALTH_FAILOVER").as_deref().unwrap_or("on") {
                 "on" | "true" | "1" => true,
                 "off" | "false" | "0" => false,
@@ -386,7 +398,8 @@ impl Config {
             },
             join_token_ttl: Duration::from_secs(parse_var("JOIN_TOKEN_TTL_SECS", 24 * 3600u64)?),
             shutdown_grace: Duration::from_secs(parse_var("SHUTDOWN_GRACE_SECS", 5u64)?),
-            max_body_bytes: parse_var("MAX_BODY_BYTES", 64 * 1024usize)?,
+            max_body_bytes: positive("MAX_BODY_BYTES", 64 * 1024usize)?,
+            limits,
             invites: invites::from_lookup(var, meeting_grace)?,
             sfu,
             clinic: ClinicConfig {
