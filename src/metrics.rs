@@ -16,7 +16,9 @@ use crate::sfu::stats::{DELAY_BUCKETS_US, DelayHistogram, SRTP_PROFILES};
 use axum::http::StatusCode;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,6 +147,7 @@ pub struct Metrics {
     provider_errors: IntCounterVec,
     failovers: IntCounterVec,
     cleaned: IntCounterVec,
+    request_timeouts: IntCounter,
 }
 
 impl Metrics {
@@ -204,6 +207,11 @@ impl Metrics {
              plus the grace period), gone (the provider had already ended it).",
             &["provider", "reason"],
         );
+        let request_timeouts = IntCounter::new(
+            "telehealth_request_timeouts_total",
+            "Requests answered 503 because they took longer than HTTP_REQUEST_TIMEOUT_MS.",
+        )
+        .expect("valid counter");
         for p in Provider::ALL {
             for op in ProviderOp::ALL {
                 provider_requests.with_label_values(&[p.as_str(), op.as_str()]);
@@ -237,6 +245,7 @@ impl Metrics {
             Box::new(provider_errors.clone()),
             Box::new(failovers.clone()),
             Box::new(cleaned.clone()),
+            Box::new(request_timeouts.clone()),
             Box::new(build_info),
             Box::new(LiveCollector::new(rooms)),
         ];
@@ -256,6 +265,7 @@ impl Metrics {
             provider_errors,
             failovers,
             cleaned,
+            request_timeouts,
         })
     }
 
@@ -294,6 +304,10 @@ impl Metrics {
 
     pub fn failover(&self, from: Provider, to: Provider, reason: &'static str) {
         self.failovers.with_label_values(&[from.as_str(), to.as_str(), reason]).inc();
+    }
+
+    pub fn request_timed_out(&self) {
+        self.request_timeouts.inc();
     }
 
     /// `reason`: `idle`, `window` or `gone`.

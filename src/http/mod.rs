@@ -2,12 +2,17 @@
 //! (`console`: its page, sign-in and the `Practitioner` extractor), the signaling socket, health, metrics, and
 //! the browser assets from `web/`.
 //! Every asset is served by the gateway itself (no CDN), so an offline clinic works.
+//!
+//! Limits at the edge, each in its own module: `body_limit` (413 from `Content-Length` alone) and `timeouts`
+//! (the request timeout); the header-read timeout is the listeners' (`server`).
 
 pub mod api;
 pub mod appointments;
+pub mod body_limit;
 pub mod caller;
 pub mod console;
 pub mod error;
+pub mod timeouts;
 pub mod ws;
 
 use crate::app::AppState;
@@ -32,7 +37,9 @@ pub fn router(state: AppState) -> Router {
     let web = tower::ServiceBuilder::new()
         .layer(CompressionLayer::new())
         .service(ServeDir::new(&state.config.web_dir).fallback(get(not_found).post(not_found)));
-    Router::new()
+    let limits = &state.config.limits;
+    // Everything but the socket is answered within the request timeout.
+    let timed = Router::new()
         .route(
             "/api/aws-chime-video",
             post(api::handle)
@@ -59,10 +66,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/outbox", get(appointments::outbox_list).fallback(appointments::wrong_method))
         .route("/api/outbox/{id}/retry", post(appointments::outbox_retry).fallback(appointments::wrong_method))
         .merge(console::routes(&state))
-        .route("/ws", get(ws::upgrade))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback_service(web)
+        .layer(middleware::from_fn_with_state((limits.request_timeout, state.metrics.clone()), timeouts::request));
+    // The socket lives as long as the visit: no request timeout.
+    let socket = Router::new().route("/ws", get(ws::upgrade));
+    timed
+        .merge(socket)
+        .layer(middleware::from_fn_with_state(state.config.max_body_bytes, body_limit::early_413))
         // Spans carry the method and the path only: query strings hold invites (`?invite=…`) and the console's
         // one-time sign-in tokens (`?token=…`), so the URI as a whole must never be recorded.
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
