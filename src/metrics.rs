@@ -6,9 +6,9 @@
 //! - things only this module records (latencies, join outcomes, signaling frames) are recorded by the code
 //!   where they happen, through the typed methods below.
 //!
-//! Every label value comes from a fixed enum here (`ApiAction`, `JoinResult`, `Direction`) or from an HTTP
-//! status code: nothing a client sends can reach a label, which keeps the series count bounded and keeps
-//! meeting ids, names and tokens out of the exposition.
+//! Every label value comes from a fixed enum here (`ApiAction`, `JoinResult`, `Direction`, `ThrottleScope`)
+//! or from an HTTP status code: nothing a client sends can reach a label, which keeps the series count bounded
+//! and keeps meeting ids, names and tokens out of the exposition.
 
 use crate::ids::Provider;
 use crate::room::Rooms;
@@ -112,6 +112,29 @@ impl Direction {
     }
 }
 
+/// The `scope` label of `telehealth_throttled_total`: which limit answered 429.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThrottleScope {
+    /// `RATE_LIMIT_API_PER_KEY`.
+    ApiKey,
+    /// `RATE_LIMIT_API_PER_IP`.
+    ApiIp,
+    /// `RATE_LIMIT_JOIN_PER_IP`.
+    JoinIp,
+}
+
+impl ThrottleScope {
+    pub const ALL: [ThrottleScope; 3] = [Self::ApiKey, Self::ApiIp, Self::JoinIp];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ApiKey => "api_key",
+            Self::ApiIp => "api_ip",
+            Self::JoinIp => "join_ip",
+        }
+    }
+}
+
 /// The `operation` label of the provider counters: one backend call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderOp {
@@ -147,6 +170,7 @@ pub struct Metrics {
     provider_errors: IntCounterVec,
     failovers: IntCounterVec,
     cleaned: IntCounterVec,
+    throttled: IntCounterVec,
     request_timeouts: IntCounter,
 }
 
@@ -207,6 +231,15 @@ impl Metrics {
              plus the grace period), gone (the provider had already ended it).",
             &["provider", "reason"],
         );
+        let throttled = counter(
+            "telehealth_throttled_total",
+            "Requests refused with 429 Throttling, by the limit that refused them: scope=api_key \
+             (RATE_LIMIT_API_PER_KEY), api_ip (RATE_LIMIT_API_PER_IP), join_ip (RATE_LIMIT_JOIN_PER_IP).",
+            &["scope"],
+        );
+        for scope in ThrottleScope::ALL {
+            throttled.with_label_values(&[scope.as_str()]);
+        }
         let request_timeouts = IntCounter::new(
             "telehealth_request_timeouts_total",
             "Requests answered 503 because they took longer than HTTP_REQUEST_TIMEOUT_MS.",
@@ -245,6 +278,7 @@ impl Metrics {
             Box::new(provider_errors.clone()),
             Box::new(failovers.clone()),
             Box::new(cleaned.clone()),
+            Box::new(throttled.clone()),
             Box::new(request_timeouts.clone()),
             Box::new(build_info),
             Box::new(LiveCollector::new(rooms)),
@@ -265,6 +299,7 @@ impl Metrics {
             provider_errors,
             failovers,
             cleaned,
+            throttled,
             request_timeouts,
         })
     }
@@ -304,6 +339,10 @@ impl Metrics {
 
     pub fn failover(&self, from: Provider, to: Provider, reason: &'static str) {
         self.failovers.with_label_values(&[from.as_str(), to.as_str(), reason]).inc();
+    }
+
+    pub fn throttled(&self, scope: ThrottleScope) {
+        self.throttled.with_label_values(&[scope.as_str()]).inc();
     }
 
     pub fn request_timed_out(&self) {

@@ -3,15 +3,18 @@
 //! the browser assets from `web/`.
 //! Every asset is served by the gateway itself (no CDN), so an offline clinic works.
 //!
-//! Limits at the edge, each in its own module: `body_limit` (413 from `Content-Length` alone) and `timeouts`
-//! (the request timeout); the header-read timeout is the listeners' (`server`).
+//! Limits at the edge, each in its own module: `body_limit` (413 from `Content-Length` alone), `throttle` (429
+//! per API key and per client address), `timeouts` (the request timeout); the header-read timeout is the
+//! listeners' (`server`).
 
 pub mod api;
 pub mod appointments;
 pub mod body_limit;
 pub mod caller;
+pub mod client;
 pub mod console;
 pub mod error;
+pub mod throttle;
 pub mod timeouts;
 pub mod ws;
 
@@ -24,6 +27,7 @@ use axum::middleware;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde_json::json;
+use std::sync::Arc;
 use tower_http::compression::CompressionLayer;
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
@@ -38,8 +42,9 @@ pub fn router(state: AppState) -> Router {
         .layer(CompressionLayer::new())
         .service(ServeDir::new(&state.config.web_dir).fallback(get(not_found).post(not_found)));
     let limits = &state.config.limits;
-    // Everything but the socket is answered within the request timeout.
-    let timed = Router::new()
+    let throttle = Arc::new(throttle::Throttle::new(limits, state.metrics.clone()));
+    // The API and the console's sign-in, rate-limited per client address and per API key.
+    let throttled = Router::new()
         .route(
             "/api/aws-chime-video",
             post(api::handle)
@@ -65,13 +70,18 @@ pub fn router(state: AppState) -> Router {
         .route("/api/appointments/{id}/cancel", post(appointments::cancel).fallback(appointments::wrong_method))
         .route("/api/outbox", get(appointments::outbox_list).fallback(appointments::wrong_method))
         .route("/api/outbox/{id}/retry", post(appointments::outbox_retry).fallback(appointments::wrong_method))
+        .merge(console::sign_in(&state))
+        .route_layer(middleware::from_fn_with_state((state.clone(), throttle.clone()), throttle::api));
+    // Everything but the socket is answered within the request timeout.
+    let timed = throttled
         .merge(console::routes(&state))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback_service(web)
         .layer(middleware::from_fn_with_state((limits.request_timeout, state.metrics.clone()), timeouts::request));
-    // The socket lives as long as the visit: no request timeout.
-    let socket = Router::new().route("/ws", get(ws::upgrade));
+    // The socket lives as long as the visit: no request timeout. Join attempts are limited per address, before
+    // the upgrade.
+    let socket = Router::new().route("/ws", get(ws::upgrade).layer(middleware::from_fn_with_state(throttle, throttle::join)));
     timed
         .merge(socket)
         .layer(middleware::from_fn_with_state(state.config.max_body_bytes, body_limit::early_413))
