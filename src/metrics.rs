@@ -6,9 +6,9 @@
 //! - things only this module records (latencies, join outcomes, signaling frames) are recorded by the code
 //!   where they happen, through the typed methods below.
 //!
-//! Every label value comes from a fixed enum here (`ApiAction`, `JoinResult`, `Direction`, `ThrottleScope`)
-//! or from an HTTP status code: nothing a client sends can reach a label, which keeps the series count bounded
-//! and keeps meeting ids, names and tokens out of the exposition.
+//! Every label value comes from a fixed enum here (`ApiAction`, `JoinResult`, `Direction`, `ThrottleScope`,
+//! `SocketCap`) or from an HTTP status code: nothing a client sends can reach a label, which keeps the series
+//! count bounded and keeps meeting ids, names and tokens out of the exposition.
 
 use crate::ids::Provider;
 use crate::room::Rooms;
@@ -135,6 +135,26 @@ impl ThrottleScope {
     }
 }
 
+/// The `cap` label of `telehealth_websockets_refused_total`: which socket cap answered 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketCap {
+    /// `MAX_WEBSOCKETS`.
+    Server,
+    /// `MAX_WEBSOCKETS_PER_IP`.
+    Address,
+}
+
+impl SocketCap {
+    pub const ALL: [SocketCap; 2] = [Self::Server, Self::Address];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Address => "address",
+        }
+    }
+}
+
 /// The `operation` label of the provider counters: one backend call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderOp {
@@ -171,6 +191,8 @@ pub struct Metrics {
     failovers: IntCounterVec,
     cleaned: IntCounterVec,
     throttled: IntCounterVec,
+    sockets_refused: IntCounterVec,
+    sockets_open: IntGauge,
     request_timeouts: IntCounter,
 }
 
@@ -237,9 +259,23 @@ impl Metrics {
              (RATE_LIMIT_API_PER_KEY), api_ip (RATE_LIMIT_API_PER_IP), join_ip (RATE_LIMIT_JOIN_PER_IP).",
             &["scope"],
         );
+        let sockets_refused = counter(
+            "telehealth_websockets_refused_total",
+            "Signaling sockets refused with 503 before the upgrade, by cap: server (MAX_WEBSOCKETS), address \
+             (MAX_WEBSOCKETS_PER_IP).",
+            &["cap"],
+        );
         for scope in ThrottleScope::ALL {
             throttled.with_label_values(&[scope.as_str()]);
         }
+        for cap in SocketCap::ALL {
+            sockets_refused.with_label_values(&[cap.as_str()]);
+        }
+        let sockets_open = IntGauge::new(
+            "telehealth_websockets_open",
+            "Signaling sockets open (counted from the accepted upgrade request until the socket closes).",
+        )
+        .expect("valid gauge");
         let request_timeouts = IntCounter::new(
             "telehealth_request_timeouts_total",
             "Requests answered 503 because they took longer than HTTP_REQUEST_TIMEOUT_MS.",
@@ -279,6 +315,8 @@ impl Metrics {
             Box::new(failovers.clone()),
             Box::new(cleaned.clone()),
             Box::new(throttled.clone()),
+            Box::new(sockets_refused.clone()),
+            Box::new(sockets_open.clone()),
             Box::new(request_timeouts.clone()),
             Box::new(build_info),
             Box::new(LiveCollector::new(rooms)),
@@ -300,6 +338,8 @@ impl Metrics {
             failovers,
             cleaned,
             throttled,
+            sockets_refused,
+            sockets_open,
             request_timeouts,
         })
     }
@@ -343,6 +383,15 @@ impl Metrics {
 
     pub fn throttled(&self, scope: ThrottleScope) {
         self.throttled.with_label_values(&[scope.as_str()]).inc();
+    }
+
+    pub fn socket_refused(&self, cap: SocketCap) {
+        self.sockets_refused.with_label_values(&[cap.as_str()]).inc();
+    }
+
+    /// The number of open signaling sockets (kept by `http::sockets`, which counts them).
+    pub fn set_sockets_open(&self, n: usize) {
+        self.sockets_open.set(n as i64);
     }
 
     pub fn request_timed_out(&self) {

@@ -4,8 +4,8 @@
 //! Every asset is served by the gateway itself (no CDN), so an offline clinic works.
 //!
 //! Limits at the edge, each in its own module: `body_limit` (413 from `Content-Length` alone), `throttle` (429
-//! per API key and per client address), `timeouts` (the request timeout); the header-read timeout is the
-//! listeners' (`server`).
+//! per API key and per client address), `sockets` (caps on open signaling sockets), `timeouts` (the request
+//! timeout); the header-read timeout is the listeners' (`server`).
 
 pub mod api;
 pub mod appointments;
@@ -14,6 +14,7 @@ pub mod caller;
 pub mod client;
 pub mod console;
 pub mod error;
+pub mod sockets;
 pub mod throttle;
 pub mod timeouts;
 pub mod ws;
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .service(ServeDir::new(&state.config.web_dir).fallback(get(not_found).post(not_found)));
     let limits = &state.config.limits;
     let throttle = Arc::new(throttle::Throttle::new(limits, state.metrics.clone()));
+    let sockets = sockets::Sockets::new(limits, state.metrics.clone());
     // The API and the console's sign-in, rate-limited per client address and per API key.
     let throttled = Router::new()
         .route(
@@ -79,9 +81,14 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .fallback_service(web)
         .layer(middleware::from_fn_with_state((limits.request_timeout, state.metrics.clone()), timeouts::request));
-    // The socket lives as long as the visit: no request timeout. Join attempts are limited per address, before
-    // the upgrade.
-    let socket = Router::new().route("/ws", get(ws::upgrade).layer(middleware::from_fn_with_state(throttle, throttle::join)));
+    // The socket lives as long as the visit: no request timeout. Join attempts per address first, then the caps,
+    // both answered before the upgrade.
+    let socket = Router::new().route(
+        "/ws",
+        get(ws::upgrade)
+            .layer(middleware::from_fn_with_state(sockets, sockets::admit))
+            .layer(middleware::from_fn_with_state(throttle, throttle::join)),
+    );
     timed
         .merge(socket)
         .layer(middleware::from_fn_with_state(state.config.max_body_bytes, body_limit::early_413))
