@@ -4,8 +4,10 @@
 //! - **API key** (bearer): practitioners and server-to-server callers. From `TELEHEALTH_API_KEYS`, or generated
 //!   once into `data_dir/api-key` (mode 0600) and reused on later starts. Compared in constant time.
 //! - **Invite token**: what a patient's link carries. Bound to one meeting; lets its holder call
-//!   `create-attendee` for that meeting and nothing else. It has no expiry of its own: deleting the meeting
-//!   kills it, because every use also checks the store.
+//!   `create-attendee` for that meeting and nothing else. It expires at the visit's end plus `INVITE_GRACE`
+//!   when the meeting has an end (an appointment's always does), else `INVITE_TTL` after it was made; deleting
+//!   the meeting kills it sooner, because every use also checks the store. Links made before invites expired
+//!   carry the largest expiry there is and keep working until their meeting is deleted.
 //! - **Join token** (Chime's `JoinToken`): bound to one meeting and one attendee, expires at
 //!   `min(meeting end, now + join_token_ttl)`. The WebSocket handler verifies it, then checks the store.
 //!   (For a Chime meeting the JoinToken is Chime's own.)
@@ -21,7 +23,7 @@
 pub mod console;
 pub mod turn;
 
-use crate::config::Config;
+use crate::config::{Config, InviteLifetime};
 use crate::ids::{AttendeeId, MeetingId};
 use anyhow::Context;
 use base64::Engine;
@@ -107,6 +109,7 @@ pub struct Auth {
     keys: Vec<ApiKey>,
     secret: Vec<u8>,
     join_token_ttl_secs: i64,
+    invites: InviteLifetime,
     source: KeySource,
     console: ConsoleSessions,
 }
@@ -129,7 +132,7 @@ impl Auth {
             }
         };
         let auth = Self::new(keys, secret, config.join_token_ttl.as_secs() as i64, source);
-        Ok(auth.with_console_session_ttl(config.console_session_ttl))
+        Ok(auth.with_console_session_ttl(config.console_session_ttl).with_invite_lifetime(config.invites))
     }
 
     pub fn new(keys: Vec<String>, secret: Vec<u8>, join_token_ttl_secs: i64, source: KeySource) -> Self {
@@ -142,7 +145,13 @@ impl Auth {
             })
             .collect();
         let console = ConsoleSessions::new(DEFAULT_CONSOLE_SESSION_TTL);
-        Self { keys, secret, join_token_ttl_secs, source, console }
+        Self { keys, secret, join_token_ttl_secs, invites: InviteLifetime::default(), source, console }
+    }
+
+    /// How long invites issued from now on live (`INVITE_TTL`, `INVITE_GRACE`).
+    pub fn with_invite_lifetime(mut self, invites: InviteLifetime) -> Self {
+        self.invites = invites;
+        self
     }
 
     /// How long console sessions started from now on last (the default is 12 hours).
@@ -209,12 +218,22 @@ impl Auth {
         self.verify_for_attendee(KIND_PRESENCE, token)
     }
 
-    /// An invite for one meeting (carried in the patient's link).
-    pub fn issue_invite(&self, meeting: MeetingId) -> String {
-        self.sign(KIND_INVITE, meeting, None, i64::MAX)
+    /// An invite for one meeting (carried in the patient's link): it lives until the meeting's end plus the
+    /// invite grace when the caller knows that end (an appointment, a meeting created with `endsAt`), otherwise
+    /// for the invite TTL.
+    pub fn issue_invite(&self, meeting: MeetingId, ends_at: Option<chrono::DateTime<chrono::Utc>>) -> String {
+        self.sign(KIND_INVITE, meeting, None, self.invite_expiry(ends_at))
     }
 
-    /// The meeting an invite is for.
+    /// When an invite issued now expires (unix seconds).
+    pub fn invite_expiry(&self, ends_at: Option<chrono::DateTime<chrono::Utc>>) -> i64 {
+        match ends_at {
+            Some(end) => end.timestamp().saturating_add(self.invites.grace.as_secs() as i64),
+            None => now().saturating_add(self.invites.ttl.as_secs() as i64),
+        }
+    }
+
+    /// The meeting an invite is for. Links signed before invites expired carry `i64::MAX` and still pass.
     pub fn verify_invite(&self, token: &str) -> Result<MeetingId, AuthError> {
         let (meeting, _, expires_at) = self.open(KIND_INVITE, token)?;
         if now() >= expires_at {
@@ -371,11 +390,28 @@ mod tests {
     fn an_invite_is_not_a_join_token_and_vice_versa() {
         let a = auth(60);
         let m = MeetingId::new();
-        let invite = a.issue_invite(m);
+        let invite = a.issue_invite(m, None);
         assert_eq!(a.verify_invite(&invite), Ok(m));
         assert_eq!(a.verify_join_token(&invite), Err(AuthError::Malformed));
         let join = a.issue_join_token(m, AttendeeId::new(), None);
         assert_eq!(a.verify_invite(&join), Err(AuthError::Malformed));
+    }
+
+    #[test]
+    fn an_invite_lives_until_the_end_plus_the_grace_or_for_the_ttl_and_old_links_still_work() {
+        let lifetime = InviteLifetime { ttl: std::time::Duration::from_secs(3600), grace: std::time::Duration::from_secs(600) };
+        let a = auth(60).with_invite_lifetime(lifetime);
+        let m = MeetingId::new();
+        let end = chrono::Utc::now() + chrono::Duration::minutes(30);
+        assert_eq!(a.invite_expiry(Some(end)), end.timestamp() + 600);
+        assert!((a.invite_expiry(None) - (now() + 3600)).abs() <= 1);
+        // Ended 11 minutes ago: past its 10-minute grace.
+        let ended = chrono::Utc::now() - chrono::Duration::minutes(11);
+        assert_eq!(a.verify_invite(&a.issue_invite(m, Some(ended))), Err(AuthError::Expired));
+        let ended_recently = chrono::Utc::now() - chrono::Duration::minutes(9);
+        assert_eq!(a.verify_invite(&a.issue_invite(m, Some(ended_recently))), Ok(m));
+        // A link from before invites expired.
+        assert_eq!(a.verify_invite(&a.sign(KIND_INVITE, m, None, i64::MAX)), Ok(m));
     }
 
     #[test]

@@ -1,11 +1,16 @@
 //! One `Config`, read from the environment (and `.env`), validated at start: the gateway refuses to boot
 //! on a bad value rather than limping along. Every variable is documented in README.md and `.env.example`.
 
+pub mod invites;
+pub mod limits;
+
 use crate::ids::Provider;
 use crate::notify::config::NotifyConfig;
 use crate::notify::OutboxConfig;
 use crate::sfu::{SfuConfig, SrtpProfiles};
 use anyhow::{Context, bail};
+pub use invites::InviteLifetime;
+pub use limits::{LimitsConfig, RateLimit};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -145,6 +150,10 @@ pub struct Config {
     pub socket_stall: Duration,
     /// `MAX_BODY_BYTES`: the API's request size limit (default 64 KiB).
     pub max_body_bytes: usize,
+    /// Rate limits, socket caps and timeouts at the HTTP edge.
+    pub limits: LimitsConfig,
+    /// `INVITE_TTL` and `INVITE_GRACE`: how long invite links live.
+    pub invites: InviteLifetime,
     pub sfu: SfuConfig,
     pub clinic: ClinicConfig,
     /// `CONSOLE_SESSION_HOURS` (default 12, at most 168): how long a console sign-in lasts, whatever happens in it.
@@ -324,6 +333,8 @@ impl Config {
             socket_stall: Duration::from_secs(10),
             turn: None,
             max_body_bytes: 64 * 1024,
+            limits: LimitsConfig::default(),
+            invites: InviteLifetime::default(),
             sfu: SfuConfig::default(),
             clinic: ClinicConfig::default(),
             console_session_ttl: Duration::from_secs(12 * 3600),
@@ -386,6 +397,22 @@ impl Config {
         if console_session_hours > MAX_CONSOLE_SESSION_HOURS {
             bail!("CONSOLE_SESSION_HOURS must be at most {MAX_CONSOLE_SESSION_HOURS} (one week)");
         }
+        let chime = ChimeConfig {
+            region: var("AWS_CHIME_REGION"),
+            media_region: var("CHIME_MEDIA_REGION"),
+            endpoint_url: None,
+            credentials: None,
+            max_attempts: positive("CHIME_MAX_ATTEMPTS", 3u32)?,
+            attempt_timeout: Duration::from_millis(positive("CHIME_ATTEMPT_TIMEOUT_MS", 2000u64)?),
+            call_timeout: Duration::from_millis(positive("CHIME_TIMEOUT_MS", 5000u64)?),
+        };
+        let limits = limits::from_lookup(var)?;
+        // A create-meeting that fails over waits out Chime's whole call first: cutting the request before that
+        // would turn every failover into a timeout.
+        if limits.request_timeout <= chime.call_timeout {
+            bail!("HTTP_REQUEST_TIMEOUT_MS must be above CHIME_TIMEOUT_MS ({} ms)", chime.call_timeout.as_millis());
+        }
+        let meeting_grace = Duration::from_secs(parse_var("MEETING_GRACE_SECS", 30 * 60u64)?);
         Ok(Self {
             http_addr: parse_var("HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             https_addr,
@@ -399,21 +426,13 @@ impl Config {
             signing_secret,
             aws_credentials_present: var("AWS_ACCESS_KEY_ID").is_some() && var("AWS_SECRET_ACCESS_KEY").is_some(),
             media_region: var("AWS_CHIME_REGION").unwrap_or_else(|| "us-east-1".into()),
-            chime: ChimeConfig {
-                region: var("AWS_CHIME_REGION"),
-                media_region: var("CHIME_MEDIA_REGION"),
-                endpoint_url: None,
-                credentials: None,
-                max_attempts: positive("CHIME_MAX_ATTEMPTS", 3u32)?,
-                attempt_timeout: Duration::from_millis(positive("CHIME_ATTEMPT_TIMEOUT_MS", 2000u64)?),
-                call_timeout: Duration::from_millis(positive("CHIME_TIMEOUT_MS", 5000u64)?),
-            },
+            chime,
             failover: on_off("TELEHEALTH_FAILOVER", true)?,
             local_max_meetings: optional_positive("LOCAL_MAX_MEETINGS")?,
             local_max_participants: optional_positive("LOCAL_MAX_PARTICIPANTS")?,
             lifecycle: LifecycleConfig {
                 local_idle: Duration::from_secs(positive("MEETING_IDLE_SECS", 30 * 60u64)?),
-                grace: Duration::from_secs(parse_var("MEETING_GRACE_SECS", 30 * 60u64)?),
+                grace: meeting_grace,
                 interval: Duration::from_secs(positive("CLEANUP_INTERVAL_SECS", 60u64)?),
                 chime_cost_per_minute: rate("CHIME_COST_PER_ATTENDEE_MINUTE", 0.0017)?,
                 local_cost_per_minute: rate("LOCAL_COST_PER_ATTENDEE_MINUTE", 0.0)?,
@@ -423,7 +442,9 @@ impl Config {
             resume_window: Duration::from_secs(parse_var("RESUME_WINDOW_SECS", 60u64)?),
             socket_stall: Duration::from_secs(parse_var("SOCKET_STALL_SECS", 10u64)?.max(1)),
             turn: turn_from_env()?,
-            max_body_bytes: parse_var("MAX_BODY_BYTES", 64 * 1024usize)?,
+            max_body_bytes: positive("MAX_BODY_BYTES", 64 * 1024usize)?,
+            limits,
+            invites: invites::from_lookup(var, meeting_grace)?,
             sfu,
             clinic: ClinicConfig {
                 reminder_offsets: parse_offsets(&var("REMINDER_OFFSETS").unwrap_or_else(|| "24h,1h".into()))?,

@@ -6,9 +6,9 @@
 //! - things only this module records (latencies, join outcomes, signaling frames) are recorded by the code
 //!   where they happen, through the typed methods below.
 //!
-//! Every label value comes from a fixed enum here (`ApiAction`, `JoinResult`, `Direction`) or from an HTTP
-//! status code: nothing a client sends can reach a label, which keeps the series count bounded and keeps
-//! meeting ids, names and tokens out of the exposition.
+//! Every label value comes from a fixed enum here (`ApiAction`, `JoinResult`, `Direction`, `ThrottleScope`,
+//! `SocketCap`) or from an HTTP status code: nothing a client sends can reach a label, which keeps the series
+//! count bounded and keeps meeting ids, names and tokens out of the exposition.
 
 use crate::ids::Provider;
 use crate::room::Rooms;
@@ -16,7 +16,9 @@ use crate::sfu::stats::{DELAY_BUCKETS_US, DelayHistogram, SRTP_PROFILES};
 use axum::http::StatusCode;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,6 +112,49 @@ impl Direction {
     }
 }
 
+/// The `scope` label of `telehealth_throttled_total`: which limit answered 429.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThrottleScope {
+    /// `RATE_LIMIT_API_PER_KEY`.
+    ApiKey,
+    /// `RATE_LIMIT_API_PER_IP`.
+    ApiIp,
+    /// `RATE_LIMIT_JOIN_PER_IP`.
+    JoinIp,
+}
+
+impl ThrottleScope {
+    pub const ALL: [ThrottleScope; 3] = [Self::ApiKey, Self::ApiIp, Self::JoinIp];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ApiKey => "api_key",
+            Self::ApiIp => "api_ip",
+            Self::JoinIp => "join_ip",
+        }
+    }
+}
+
+/// The `cap` label of `telehealth_websockets_refused_total`: which socket cap answered 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketCap {
+    /// `MAX_WEBSOCKETS`.
+    Server,
+    /// `MAX_WEBSOCKETS_PER_IP`.
+    Address,
+}
+
+impl SocketCap {
+    pub const ALL: [SocketCap; 2] = [Self::Server, Self::Address];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Address => "address",
+        }
+    }
+}
+
 /// The `operation` label of the provider counters: one backend call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderOp {
@@ -145,6 +190,10 @@ pub struct Metrics {
     provider_errors: IntCounterVec,
     failovers: IntCounterVec,
     cleaned: IntCounterVec,
+    throttled: IntCounterVec,
+    sockets_refused: IntCounterVec,
+    sockets_open: IntGauge,
+    request_timeouts: IntCounter,
 }
 
 impl Metrics {
@@ -204,6 +253,34 @@ impl Metrics {
              plus the grace period), gone (the provider had already ended it).",
             &["provider", "reason"],
         );
+        let throttled = counter(
+            "telehealth_throttled_total",
+            "Requests refused with 429 Throttling, by the limit that refused them: scope=api_key \
+             (RATE_LIMIT_API_PER_KEY), api_ip (RATE_LIMIT_API_PER_IP), join_ip (RATE_LIMIT_JOIN_PER_IP).",
+            &["scope"],
+        );
+        let sockets_refused = counter(
+            "telehealth_websockets_refused_total",
+            "Signaling sockets refused with 503 before the upgrade, by cap: server (MAX_WEBSOCKETS), address \
+             (MAX_WEBSOCKETS_PER_IP).",
+            &["cap"],
+        );
+        for scope in ThrottleScope::ALL {
+            throttled.with_label_values(&[scope.as_str()]);
+        }
+        for cap in SocketCap::ALL {
+            sockets_refused.with_label_values(&[cap.as_str()]);
+        }
+        let sockets_open = IntGauge::new(
+            "telehealth_websockets_open",
+            "Signaling sockets open (counted from the accepted upgrade request until the socket closes).",
+        )
+        .expect("valid gauge");
+        let request_timeouts = IntCounter::new(
+            "telehealth_request_timeouts_total",
+            "Requests answered 503 because they took longer than HTTP_REQUEST_TIMEOUT_MS.",
+        )
+        .expect("valid counter");
         for p in Provider::ALL {
             for op in ProviderOp::ALL {
                 provider_requests.with_label_values(&[p.as_str(), op.as_str()]);
@@ -237,6 +314,10 @@ impl Metrics {
             Box::new(provider_errors.clone()),
             Box::new(failovers.clone()),
             Box::new(cleaned.clone()),
+            Box::new(throttled.clone()),
+            Box::new(sockets_refused.clone()),
+            Box::new(sockets_open.clone()),
+            Box::new(request_timeouts.clone()),
             Box::new(build_info),
             Box::new(LiveCollector::new(rooms)),
         ];
@@ -256,6 +337,10 @@ impl Metrics {
             provider_errors,
             failovers,
             cleaned,
+            throttled,
+            sockets_refused,
+            sockets_open,
+            request_timeouts,
         })
     }
 
@@ -294,6 +379,23 @@ impl Metrics {
 
     pub fn failover(&self, from: Provider, to: Provider, reason: &'static str) {
         self.failovers.with_label_values(&[from.as_str(), to.as_str(), reason]).inc();
+    }
+
+    pub fn throttled(&self, scope: ThrottleScope) {
+        self.throttled.with_label_values(&[scope.as_str()]).inc();
+    }
+
+    pub fn socket_refused(&self, cap: SocketCap) {
+        self.sockets_refused.with_label_values(&[cap.as_str()]).inc();
+    }
+
+    /// The number of open signaling sockets (kept by `http::sockets`, which counts them).
+    pub fn set_sockets_open(&self, n: usize) {
+        self.sockets_open.set(n as i64);
+    }
+
+    pub fn request_timed_out(&self) {
+        self.request_timeouts.inc();
     }
 
     /// `reason`: `idle`, `window` or `gone`.

@@ -3,7 +3,15 @@
 //! and `http_addr()` / `https_addr()` tell the real ports), and `run_until(signal)` serves until the signal.
 //!
 //! Stopping drains rather than drops: flip `state.shutdown` (new joins and meetings are refused), let
-//! `rooms.drain` tell participants and wait a bounded time, then stop accepting and finish open requests.
+//! `rooms.drain` tell participants and wait a bounded time, then stop accepting and finish open requests
+//! (for at most `SHUTDOWN_GRACE_SECS` again).
+//!
+//! Both listeners are served alike (axum-server over hyper-util's connection builder): every request carries
+//! the peer address (`ConnectInfo`, for the per-address limits) and its listener's scheme, and a connection
+//! that does not deliver a whole request head within `HTTP_HEADER_TIMEOUT_MS` is closed (slowloris): the TLS
+//! handshake, the first bytes (`first_bytes`) and each HTTP/1 request head each get that long.
+
+mod first_bytes;
 
 use crate::app::{AppState, Shutdown};
 use crate::auth::{Auth, KeySource};
@@ -20,7 +28,10 @@ use crate::store;
 use crate::tls;
 use anyhow::Context;
 use axum::Extension;
+use axum_server::accept::DefaultAcceptor;
 use axum_server::tls_rustls::RustlsConfig;
+use first_bytes::FirstBytes;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -222,28 +233,46 @@ impl Server {
             let _ = rx.wait_for(|s| *s).await;
         };
 
-        let http_app = app.clone().layer(Extension(ListenerScheme::Http));
-        let http_task = axum::serve(http, http_app.into_make_service()).with_graceful_shutdown(stopped(stop_rx.clone()));
-        let https_task = async {
-            let Some(h) = https else { return Ok(()) };
+        let header_timeout = state.config.limits.header_timeout;
+        // One handle per listener, both told to stop together.
+        let handle = |rx: watch::Receiver<bool>| {
             let handle = axum_server::Handle::new();
             let on_stop = handle.clone();
-            let rx = stop_rx.clone();
             tokio::spawn(async move {
                 stopped(rx).await;
                 on_stop.graceful_shutdown(Some(grace));
             });
-            axum_server::from_tcp_rustls(h.listener, h.tls)
-                .handle(handle)
-                .serve(app.layer(Extension(ListenerScheme::Https)).into_make_service())
-                .await
+            handle
         };
-        let (a, b) = tokio::join!(async { http_task.await }, https_task);
+        let mut http_server = axum_server::from_tcp(http.into_std()?)
+            .acceptor(FirstBytes::new(DefaultAcceptor, header_timeout))
+            .handle(handle(stop_rx.clone()));
+        limit_header_reads(http_server.http_builder(), header_timeout);
+        let http_app = app.clone().layer(Extension(ListenerScheme::Http));
+        let http_task = http_server.serve(http_app.into_make_service_with_connect_info::<SocketAddr>());
+        let https_task = async {
+            let Some(h) = https else { return Ok(()) };
+            // The TLS handshake gets the same bound as the request head it precedes.
+            let mut server = axum_server::from_tcp_rustls(h.listener, h.tls)
+                .map(|tls| FirstBytes::new(tls.handshake_timeout(header_timeout), header_timeout))
+                .handle(handle(stop_rx.clone()));
+            limit_header_reads(server.http_builder(), header_timeout);
+            let https_app = app.layer(Extension(ListenerScheme::Https));
+            server.serve(https_app.into_make_service_with_connect_info::<SocketAddr>()).await
+        };
+        let (a, b) = tokio::join!(http_task, https_task);
         a.context("HTTP listener failed")?;
         b.context("HTTPS listener failed")?;
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// HTTP/1: a connection must deliver each request head within `timeout` of opening or of its previous
+/// response (hyper closes it otherwise; this also ends idle keep-alive connections). hyper only enforces it
+/// with a timer, which the builder does not have by default.
+fn limit_header_reads(builder: &mut hyper_util::server::conn::auto::Builder<TokioExecutor>, timeout: std::time::Duration) {
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(timeout);
 }
 
 /// Runs the meetings' cleanup (and keeps this process's sessions marked as seen) every

@@ -99,3 +99,39 @@ fn bad_media_settings_refuse_to_start_and_name_the_variable() {
     let out = gateway(dir.path()).env("RTC_SRTP_PROFILES", "gcm").arg("migrate").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn bad_limits_and_invite_lifetimes_refuse_to_start_and_name_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = [
+        ("RATE_LIMIT_API_PER_KEY", "fast"),
+        ("RATE_LIMIT_API_PER_IP", "10/h"),
+        ("RATE_LIMIT_JOIN_PER_IP", "5/s,burst=0"),
+        ("LIMIT_EXEMPT_ADDRS", "the-office"),
+        ("MAX_WEBSOCKETS", "0"),
+        ("MAX_WEBSOCKETS_PER_IP", "lots"),
+        ("HTTP_HEADER_TIMEOUT_MS", "0"),
+        // Not above CHIME_TIMEOUT_MS (5000): a failover would time out.
+        ("HTTP_REQUEST_TIMEOUT_MS", "3000"),
+        ("INVITE_TTL", "forever"),
+        ("INVITE_GRACE", "400d"),
+    ];
+    for (var, value) in bad {
+        let out = gateway(dir.path()).env(var, value).arg("migrate").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{var}={value} was accepted");
+        assert!(stderr.contains(var), "{var}={value}: {stderr}");
+    }
+    let good = [
+        ("RATE_LIMIT_API_PER_KEY", "600/min,burst=100"),
+        ("RATE_LIMIT_API_PER_IP", "off"),
+        ("RATE_LIMIT_JOIN_PER_IP", "0"),
+        ("LIMIT_EXEMPT_ADDRS", "none"),
+        ("MAX_WEBSOCKETS", "30000"),
+        ("HTTP_REQUEST_TIMEOUT_MS", "60000"),
+        ("INVITE_TTL", "14d"),
+        ("INVITE_GRACE", "0"),
+    ];
+    let out = gateway(dir.path()).envs(good).arg("migrate").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -397,6 +397,8 @@ async fn the_exposition_holds_no_ids_names_tokens_or_addresses() {
                 "provider" | "from" | "to" => ["local", "chime"].contains(&value.as_str()),
                 "operation" => OPERATIONS.contains(&value.as_str()),
                 "reason" => ["idle", "window", "gone"].contains(&value.as_str()),
+                "scope" => ["api_key", "api_ip", "join_ip"].contains(&value.as_str()),
+                "cap" => ["server", "address"].contains(&value.as_str()),
                 "status" => value.len() == 3 && value.chars().all(|c| c.is_ascii_digit()),
                 "le" => value == "+Inf" || value.parse::<f64>().is_ok(),
                 "version" => value == version,

@@ -604,7 +604,8 @@ fn patch_appointment() -> BoxedStrategy<Case> {
     prop_oneof![
         6 => patch(),
         1 => (patch(), not_a_guid).prop_map(|(mut case, id)| {
-            if case.expect != Expect::Error("Unauthorized") {
+            // No key is refused first, and so is a body over the limit (413 before the body is read or routed).
+            if !matches!(case.expect, Expect::Error("Unauthorized" | "PayloadTooLarge")) {
                 case.what = "an appointment id that is not a GUID";
                 case.expect = Expect::Error("NotFound");
             }
@@ -721,7 +722,7 @@ async fn send(h: &Harness, endpoint: Endpoint, appointment: &str, case: &Case) -
             (reqwest::Method::PATCH, format!("/api/appointments/{}", case.path_id.as_deref().unwrap_or(appointment)))
         }
     };
-    let mut req = s.client.request(method, s.url(&path)).body(bytes.clone());
+    let mut req = props::fresh_client().request(method, s.url(&path)).body(bytes.clone());
     match &case.auth {
         Auth::Key => req = req.bearer_auth(&s.key),
         Auth::Missing => {}
@@ -834,7 +835,7 @@ fn run(endpoint: Endpoint, cases: u32, strategy: BoxedStrategy<Case>) {
                 "client_name": "Jordan Example", "practitioner": "Dr. Rivera", "duration_minutes": 45, "modality": "in-person",
                 "start_time": (Utc::now() + Duration::days(3)).to_rfc3339(),
             });
-            let res = h.server.client.post(h.server.url("/api/appointments")).bearer_auth(&h.server.key).json(&body).send().await.unwrap();
+            let res = props::fresh_client().post(h.server.url("/api/appointments")).bearer_auth(&h.server.key).json(&body).send().await.unwrap();
             assert_eq!(res.status(), StatusCode::CREATED);
             res.json::<Value>().await.unwrap()["appointment"]["id"].as_str().unwrap().to_owned()
         })

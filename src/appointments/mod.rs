@@ -199,6 +199,13 @@ impl AppointmentService {
                 dropped_meeting = rec.telehealth_room_id.take();
                 rec.telehealth_link = None;
             }
+            (Modality::Telehealth, Modality::Telehealth) if rec.ends_at() != old.ends_at() => {
+                // A moved visit gets a link that lives until its new end (the update notice carries it); the
+                // old link keeps working until the old end plus the grace.
+                if let Some(meeting) = rec.telehealth_room_id {
+                    self.sign_link(&mut rec, meeting, origin);
+                }
+            }
             _ => {}
         }
         // The client hears about changes they would notice; reminders are re-made from the new record either way.
@@ -295,10 +302,15 @@ impl AppointmentService {
         };
         let served = self.meetings.create_meeting(req, origin).await?;
         let meeting = served.value.id;
-        let invite = self.auth.issue_invite(meeting);
         rec.telehealth_room_id = Some(meeting);
-        rec.telehealth_link = Some(format!("{}{}", origin.http_base(), join_path(meeting, &invite)));
+        self.sign_link(rec, meeting, origin);
         Ok(())
+    }
+
+    /// The patient's link, whose invite lives until the visit's end plus `INVITE_GRACE`.
+    fn sign_link(&self, rec: &mut AppointmentRecord, meeting: MeetingId, origin: &Origin) {
+        let invite = self.auth.issue_invite(meeting, Some(rec.ends_at()));
+        rec.telehealth_link = Some(format!("{}{}", origin.http_base(), join_path(meeting, &invite)));
     }
 
     /// Deletes a meeting the appointment no longer has. A failure is logged, not returned: the appointment

@@ -23,7 +23,7 @@ use super::caller::{ListenerScheme, origin, require_key};
 use super::error::{ApiError, ErrorCode};
 use super::json::object_only;
 use crate::app::AppState;
-use crate::auth::Caller;
+use crate::auth::{AuthError, Caller};
 use crate::ids::{ExternalMeetingId, ExternalUserId, MeetingId, Provider, SessionId};
 use crate::meetings::{CreateMeeting, Origin, PRESENCE_HEARTBEAT_SECS, Presence, join_path};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -38,6 +38,9 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Instant;
+
+/// `error.reason` of a 401 for an invite past its expiry (the join page says the link has expired).
+pub const INVITE_EXPIRED: &str = "InviteExpired";
 
 /// A JSON object with an `action` (`object_only!`: not the positional form serde's derive also reads).
 #[derive(Debug, Deserialize)]
@@ -151,7 +154,8 @@ async fn dispatch(state: &AppState, req: ApiRequest, origin: &Origin, headers: &
             let served = state.meetings.create_meeting(req, origin).await?;
             let meeting = &served.value;
             tracing::info!(meeting_id = %meeting.id, provider = %served.provider, "meeting created");
-            let invite = state.auth.issue_invite(meeting.id);
+            // The link lives as long as the visit (plus `INVITE_GRACE`) when the caller said when it ends.
+            let invite = state.auth.issue_invite(meeting.id, ends_at);
             let link = join_path(meeting.id, &invite);
             let mut body = json!({"meeting": meeting, "link": link});
             if let Some(f) = served.failover {
@@ -295,7 +299,12 @@ fn key_or_invite(state: &AppState, headers: &HeaderMap, invite: Option<&str>, me
         }
         return Err(ApiError::unauthorized("an API key or the meeting's invite is required"));
     };
-    let invited_to = state.auth.verify_invite(invite).map_err(|_| ApiError::unauthorized("the invite is not valid"))?;
+    let invited_to = state.auth.verify_invite(invite).map_err(|e| match e {
+        // Worded for the patient: the join page shows it as it is.
+        AuthError::Expired => ApiError::unauthorized("This link has expired. Please ask your clinic for a new one.")
+            .with_reason(INVITE_EXPIRED),
+        _ => ApiError::unauthorized("the invite is not valid"),
+    })?;
     if invited_to != meeting {
         return Err(ApiError::forbidden("the invite is for another meeting"));
     }

@@ -33,6 +33,15 @@ pub(super) fn require_key(state: &AppState, headers: &HeaderMap) -> Result<Calle
     state.auth.check_api_key(key).ok_or_else(|| ApiError::unauthorized("the API key is not valid"))
 }
 
+/// Whose budget a request spends, for the per-key rate limit: a valid bearer key, or the key (or `console`) a
+/// live console session acts as. None for anyone else (invites, wrong keys): the per-address limit covers them.
+pub(super) fn identify(state: &AppState, headers: &HeaderMap) -> Option<Caller> {
+    match bearer(headers) {
+        Some(key) => key.ok().and_then(|k| state.auth.check_api_key(k)),
+        None => super::console::session_caller(state, headers),
+    }
+}
+
 /// The base URL a local meeting's URLs point at: `APP_URL` if set, else the request's own Host and the
 /// listener's scheme.
 pub(super) fn origin(state: &AppState, scheme: ListenerScheme, headers: &HeaderMap, uri: &Uri) -> Origin {

@@ -38,12 +38,19 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 
 const NO_CREDENTIALS: &str = "an API key is required (Authorization: Bearer <key>)";
 
+/// The console's page and session routes; the sign-in is `sign_in`, which the router rate-limits with the API.
 pub fn routes(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/", get(page))
-        .route("/console/login", get(login_link).post(login))
         .route("/console/logout", post(logout))
         .route("/console/session", get(session))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+}
+
+/// `/console/login`: both ways of signing in (the key in a form, the banner's one-time link).
+pub fn sign_in(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/console/login", get(login_link).post(login))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
 }
 
@@ -149,6 +156,12 @@ fn session_ids(headers: &HeaderMap) -> Vec<&str> {
 
 fn find_session(state: &AppState, ids: &[&str]) -> Option<ConsoleSession> {
     ids.iter().find_map(|id| state.auth.console().find(id))
+}
+
+/// Who the request's live console session acts as, if it has one (no CSRF check: the throttle only needs to
+/// know whose budget a request spends, the handler still authenticates it).
+pub(super) fn session_caller(state: &AppState, headers: &HeaderMap) -> Option<Caller> {
+    find_session(state, &session_ids(headers)).map(|s| s.caller)
 }
 
 // ---------- cookies ----------

@@ -1,5 +1,6 @@
 //! The one error type of the HTTP surface. Each variant fixes its status; the body is always
-//! `{"success":false,"error":{"code":"…","message":"…"}}` with Chime's error codes.
+//! `{"success":false,"error":{"code":"…","message":"…"}}` with Chime's error codes, plus `reason` where a page
+//! must tell two cases of one code apart (an expired invite from a forged one).
 //!
 //! A 5xx says only that something went wrong; its cause goes to the trace at error level (ids only, never
 //! patient data: store errors carry no bound values because statement logging is off and messages are ours).
@@ -73,11 +74,17 @@ impl ErrorCode {
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// Our addition to Chime's shape: a fixed name refining `code` (`InviteExpired`), for the join page.
+    pub reason: Option<&'static str>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self { code, message: message.into(), reason: None }
+    }
+    pub fn with_reason(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)
@@ -103,7 +110,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"success": false, "error": {"code": self.code.as_str(), "message": self.message}});
+        let mut body = json!({"success": false, "error": {"code": self.code.as_str(), "message": self.message}});
+        if let Some(reason) = self.reason {
+            body["error"]["reason"] = json!(reason);
+        }
         let mut res = (self.code.status(), Json(body)).into_response();
         if self.code == ErrorCode::MethodNotAllowed {
             res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));

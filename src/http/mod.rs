@@ -2,13 +2,22 @@
 //! (`console`: its page, sign-in and the `Practitioner` extractor), the signaling socket, health, metrics, and
 //! the browser assets from `web/`.
 //! Every asset is served by the gateway itself (no CDN), so an offline clinic works.
+//!
+//! Limits at the edge, each in its own module: `body_limit` (413 from `Content-Length` alone), `throttle` (429
+//! per API key and per client address), `sockets` (caps on open signaling sockets), `timeouts` (the request
+//! timeout); the header-read timeout is the listeners' (`server`).
 
 pub mod api;
 pub mod appointments;
+pub mod body_limit;
 pub mod caller;
+pub mod client;
 pub mod console;
 pub mod error;
 pub mod json;
+pub mod sockets;
+pub mod throttle;
+pub mod timeouts;
 pub mod ws;
 
 use crate::app::AppState;
@@ -20,6 +29,7 @@ use axum::middleware;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde_json::json;
+use std::sync::Arc;
 use tower_http::compression::CompressionLayer;
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
@@ -33,7 +43,11 @@ pub fn router(state: AppState) -> Router {
     let web = tower::ServiceBuilder::new()
         .layer(CompressionLayer::new())
         .service(ServeDir::new(&state.config.web_dir).fallback(get(not_found).post(not_found)));
-    Router::new()
+    let limits = &state.config.limits;
+    let throttle = Arc::new(throttle::Throttle::new(limits, state.metrics.clone()));
+    let sockets = sockets::Sockets::new(limits, state.metrics.clone());
+    // The API and the console's sign-in, rate-limited per client address and per API key.
+    let throttled = Router::new()
         .route(
             "/api/aws-chime-video",
             post(api::handle)
@@ -59,11 +73,26 @@ pub fn router(state: AppState) -> Router {
         .route("/api/appointments/{id}/cancel", post(appointments::cancel).fallback(appointments::wrong_method))
         .route("/api/outbox", get(appointments::outbox_list).fallback(appointments::wrong_method))
         .route("/api/outbox/{id}/retry", post(appointments::outbox_retry).fallback(appointments::wrong_method))
+        .merge(console::sign_in(&state))
+        .route_layer(middleware::from_fn_with_state((state.clone(), throttle.clone()), throttle::api));
+    // Everything but the socket is answered within the request timeout.
+    let timed = throttled
         .merge(console::routes(&state))
-        .route("/ws", get(ws::upgrade))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback_service(web)
+        .layer(middleware::from_fn_with_state((limits.request_timeout, state.metrics.clone()), timeouts::request));
+    // The socket lives as long as the visit: no request timeout. Join attempts per address first, then the caps,
+    // both answered before the upgrade.
+    let socket = Router::new().route(
+        "/ws",
+        get(ws::upgrade)
+            .layer(middleware::from_fn_with_state(sockets, sockets::admit))
+            .layer(middleware::from_fn_with_state(throttle, throttle::join)),
+    );
+    timed
+        .merge(socket)
+        .layer(middleware::from_fn_with_state(state.config.max_body_bytes, body_limit::early_413))
         // Spans carry the method and the path only: query strings hold invites (`?invite=…`) and the console's
         // one-time sign-in tokens (`?token=…`), so the URI as a whole must never be recorded.
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {

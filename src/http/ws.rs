@@ -11,8 +11,9 @@
 use crate::app::AppState;
 use crate::metrics::{Direction, JoinResult, Metrics};
 use crate::room::{JoinRequest, Outbound, Refusal, Session};
+use super::sockets::SocketSlot;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use axum::extract::{State, WebSocketUpgrade};
+use axum::extract::{Extension, State, WebSocketUpgrade};
 use axum::response::Response;
 use signaling::{ClientMessage, ErrorCode, MAX_FRAME_BYTES, ServerMessage};
 use std::sync::Arc;
@@ -25,14 +26,18 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// a small read chunk (frames up to `MAX_FRAME_BYTES` still assemble across reads) and no write batching.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 
-pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+/// `slot` is this socket's place under the socket caps (`sockets::admit`); it is held until the socket closes.
+pub async fn upgrade(State(state): State<AppState>, slot: Option<Extension<SocketSlot>>, ws: WebSocketUpgrade) -> Response {
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0)
         .on_upgrade(move |ws| {
             let socket = Socket { ws, metrics: Arc::clone(&state.metrics) };
-            run(state, socket)
+            async move {
+                run(state, socket).await;
+                drop(slot);
+            }
         })
 }
 

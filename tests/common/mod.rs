@@ -136,6 +136,12 @@ impl TestServer {
         self.api(json!({"action": "create-attendee", "meetingId": meeting_id, "attendeeName": name})).await
     }
 
+    /// One series' value from `/metrics`, named exactly as exposed (e.g. `telehealth_throttled_total{scope="api_ip"}`).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let body = self.client.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
     /// Stops the server gracefully and waits for it; returns the directory so a new server can reuse it.
     pub async fn stop(mut self) -> Arc<TempDir> {
         let _ = self.stop.take().unwrap().send(());

@@ -1,2 +1,3 @@
 pub mod media_peer;
+pub mod raw;
 pub mod ws;

@@ -14,7 +14,7 @@ export function isMeetingId(value) {
 export class ApiError extends Error {
   constructor(kind, code, userMessage) {
     super(userMessage);
-    this.kind = kind; // 'invalid-link' | 'ended' | 'input' | 'retry'
+    this.kind = kind; // 'invalid-link' | 'expired-link' | 'ended' | 'input' | 'retry'
     this.code = code;
   }
 }
@@ -22,6 +22,9 @@ export class ApiError extends Error {
 function errorFor(status, body) {
   const code = body?.error?.code ?? '';
   const serverMessage = typeof body?.error?.message === 'string' ? body.error.message : '';
+  if (body?.error?.reason === 'InviteExpired') {
+    return new ApiError('expired-link', code, serverMessage || 'This link has expired. Please ask your clinic for a new one.');
+  }
   if (status === 401 || status === 403 || code === 'Unauthorized' || code === 'Forbidden') {
     return new ApiError('invalid-link', code, 'This link is invalid or has expired. Please ask your clinic for a new one.');
   }

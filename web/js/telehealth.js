@@ -356,10 +356,15 @@ async function join(event) {
     res = await createAttendee({ meetingId, attendeeName: name, invite });
   } catch (err) {
     resetJoinButton();
-    if (err instanceof ApiError && (err.kind === 'invalid-link' || err.kind === 'ended')) {
+    const titles = {
+      ended: 'This meeting has ended',
+      'expired-link': 'This link has expired',
+      'invalid-link': 'This link is invalid or has expired',
+    };
+    if (err instanceof ApiError && titles[err.kind]) {
       setState(err.kind === 'ended' ? 'ended' : 'error');
       stopLocal();
-      showMessage(err.kind === 'ended' ? 'This meeting has ended' : 'This link is invalid or has expired', err.message);
+      showMessage(titles[err.kind], err.message);
     } else {
       setState('idle');
       notice(el.joinError, err instanceof ApiError ? err.message : 'Something went wrong. Please try again.');
