@@ -123,6 +123,9 @@ pub(crate) struct Actor {
     pending: Vec<Arc<PublishedTrack>>,
     /// Our offer awaiting the client's answer, repeated on resume.
     offer_sent: Option<String>,
+    /// An offer was repeated on resume: the client may answer it twice (its first answer was in flight), and the
+    /// one answer too many is not a protocol error.
+    offer_repeated: bool,
     renegotiate: bool,
     /// Recorded (usage and audit) until the participant leaves the room.
     stay: Option<Stay>,
@@ -157,6 +160,7 @@ impl Actor {
             local_candidates: Vec::new(),
             pending: Vec::new(),
             offer_sent: None,
+            offer_repeated: false,
             renegotiate: false,
             stay: p.stay,
         }
@@ -322,6 +326,7 @@ impl Actor {
         self.room.set_media_state(self.me, audio_muted, video_muted);
         // What the client may have missed while away. An offer it had already answered is simply answered again.
         if let Some(sdp) = self.offer_sent.clone() {
+            self.offer_repeated = true;
             self.send(ServerMessage::Offer { sdp });
         }
         for candidate in self.local_candidates.clone() {
@@ -454,7 +459,9 @@ impl Actor {
 
     async fn on_answer(&mut self, sdp: String) {
         let Some(peer) = self.peer.clone().filter(|_| self.offer_sent.is_some()) else {
-            self.error(ErrorCode::Conflict, "no server offer is pending");
+            if !std::mem::take(&mut self.offer_repeated) {
+                self.error(ErrorCode::Conflict, "no server offer is pending");
+            }
             return;
         };
         if let Err(e) = peer.handle_answer(sdp).await {
