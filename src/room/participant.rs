@@ -500,6 +500,7 @@ impl Actor {
         match peer.create_offer().await {
             Ok(sdp) => {
                 self.offer_sent = Some(sdp.clone());
+                self.offer_repeated = false;
                 self.send(ServerMessage::Offer { sdp });
             }
             Err(e) => tracing::warn!(error = %e, "renegotiation offer failed"),
