@@ -78,6 +78,13 @@ function devicesHook({ noDevices }) {
     return stream;
   };
   const changed = () => md.dispatchEvent(new Event('devicechange'));
+  // Every remote tile the page ever shows, however briefly (a flash of a stray tile counts).
+  window.__tilesShown = new Set();
+  new MutationObserver((records) => {
+    for (const r of records) {
+      for (const n of r.addedNodes) if (n.classList?.contains('tile--remote')) window.__tilesShown.add(n.dataset.attendeeId);
+    }
+  }).observe(document, { childList: true, subtree: true });
   window.__devices = {
     /** Unplugs the device with this id: its live tracks end, as on a real unplug. */
     unplug(deviceId) {
@@ -168,7 +175,9 @@ async function receives(page, who, { video, audio }, timeout = 20_000) {
   );
 }
 
-/** Both see each other: one tile each, a count of 2 on both. */
+const tilesShown = (page) => page.evaluate(() => window.__tilesShown.size);
+
+/** Both see each other: one tile each, a count of 2 on both, and the patient sees the doctor's video. */
 async function together(page) {
   await eventually(async () => (await patientTile().count()) === 1 && (await page.locator('.tile--remote').count()) === 1, {
     what: 'one remote tile on each side',
@@ -176,6 +185,9 @@ async function together(page) {
   await eventually(async () => (await count(doctor)) === '2' && (await count(page)) === '2', { what: 'both count 2' });
   assert.equal(await patientTile().locator('.tile-name').innerText(), PATIENT);
   assert.equal(await page.locator('.tile--remote .tile-name').innerText(), DOCTOR);
+  await eventually(async () => (await page.locator('.tile--remote.tile--video-off').count()) === 0, {
+    what: "the doctor's video shown on the patient's page",
+  });
 }
 
 /** The patient leaves for good (closing the tab); the practitioner is alone again. */
@@ -280,6 +292,7 @@ test('no camera or microphone at all: joins receive-only with a clear notice; on
   assert.match(await alert.innerText(), /No camera or microphone was found, so the others cannot see or hear you\./);
   await together(page);
   await receives(page, 'patient', { video: 1, audio: 1 });
+  assert.equal(await tilesShown(page), 1, 'only the doctor ever had a tile (no flash of a stray "Participant")');
   await eventually(async () => (await tileHas('tile--video-off')) && (await tileHas('tile--audio-muted')), {
     what: 'the doctor to see the patient with camera off and muted',
   });
@@ -429,6 +442,7 @@ test('Leave then Rejoin, twice (the second at once): one tile each, a count of 2
     assert.equal(await patientTile().count(), 1, `round ${round}: one patient tile on the doctor's page`);
     assert.equal(await page.locator('.tile--remote').count(), 1, `round ${round}: one remote tile on the patient's page`);
     assert.equal(await tileHas('tile--video-off'), false);
+    assert.equal(await tilesShown(page), 1, `round ${round}: only the doctor ever had a tile on the patient's page`);
   }
   await patientGone(page);
   // Nothing about the people reached the pages' consoles.

@@ -625,6 +625,19 @@ function logEvent(type, attendeeId) {
 }
 
 function attachRemoteStream(attendeeId, stream, track) {
+  if (!tiles.has(attendeeId) && track.muted) {
+    // A stream of nobody we know, with nothing in it yet: no tile until its media comes (or they are announced).
+    // The server's answer to our receive-only lines can name tracks that never carry anything and move to someone
+    // else's stream at the next offer; a tile for them would flash as "Participant".
+    track.addEventListener(
+      'unmute',
+      () => {
+        if (inCall() && stream.getTracks().includes(track)) attachRemoteStream(attendeeId, stream, track);
+      },
+      { once: true },
+    );
+    return;
+  }
   const tile = ensureTile(attendeeId);
   if (tile.stream !== stream) {
     tile.stream = stream;
