@@ -275,9 +275,10 @@ export async function liveStreams(page, ms = 2000) {
 /**
  * Chromium. `netns`: run it inside that network namespace (through `ip netns exec`, by a wrapper script, since
  * Playwright starts the executable itself); `loopback`: whether it may pair with loopback candidates (a real
- * browser does not).
+ * browser does not); `fakeUi`: camera and microphone prompts are answered Allow by themselves (without it, a page
+ * gets them only where its context was granted them, as in a real browser, and can be refused them).
  */
-export async function launchBrowser({ netns = null, loopback = true } = {}) {
+export async function launchBrowser({ netns = null, loopback = true, fakeUi = true } = {}) {
   let executablePath = chromiumPath;
   let wrapperDir = null;
   if (netns) {
@@ -290,7 +291,7 @@ export async function launchBrowser({ netns = null, loopback = true } = {}) {
     headless: true,
     args: [
       '--use-fake-device-for-media-stream',
-      '--use-fake-ui-for-media-stream',
+      ...(fakeUi ? ['--use-fake-ui-for-media-stream'] : []),
       '--headless',
       '--no-sandbox',
       '--disable-gpu',

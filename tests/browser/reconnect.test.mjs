@@ -104,8 +104,9 @@ before(async () => {
 });
 
 after(async () => {
-  await proxy?.close();
+  // The browser first: the proxy's close waits for every connection through it, the browser's idle ones included.
   await h.teardown({ prefix: 'reconnect-', browser, server, tmp, pageConsole });
+  await proxy?.close();
 });
 
 test("a patient's socket cut for 5 s resumes the visit; the other page showed reconnecting, never left", async () => {

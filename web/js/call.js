@@ -53,6 +53,8 @@ export class Call {
     this.retryAfterMs = 0; // the server's hint (serverRestarting)
     this.reconnectTimer = null;
     this.lastPong = Date.now();
+    this.own = {}; // kind → our own RTCRtpTransceiver
+    this.mediaOutdated = false; // the page has a kind the peer connection does not send: restart it on `joined`
   }
 
   start() {
@@ -123,16 +125,36 @@ export class Call {
     }
   }
 
-  /** The page switched camera or microphone: the new tracks replace the old ones, without renegotiation. */
+  /**
+   * The page switched camera or microphone, lost one (no track of that kind any more), or got one it did not have.
+   * The new tracks replace the old ones without renegotiation; a kind this connection was not sending at all (the
+   * page joined without it) needs a new peer connection that sends it (an `offer` with `restart`), since only the
+   * server offers on a running one.
+   */
   async replaceLocalStream(stream) {
     this.localStream = stream;
     if (!this.pc || this.finished) return;
-    for (const t of this.pc.getTransceivers()) {
-      const kind = t.receiver.track?.kind;
-      if (!kind || t.direction === 'recvonly' || !t.sender) continue;
-      const next = stream?.getTracks().find((track) => track.kind === kind) ?? null;
+    let restart = false;
+    for (const kind of ['audio', 'video']) {
+      const t = this.own[kind];
+      const next = stream?.getTracks().find((track) => track.kind === kind && track.readyState === 'live') ?? null;
+      if (!t || t.direction === 'recvonly') {
+        restart ||= !!next;
+        continue;
+      }
       await t.sender.replaceTrack(next);
     }
+    if (restart) {
+      this.mediaOutdated = true; // if the socket is down now, the restart happens on `joined`
+      this.#restartMedia();
+    }
+  }
+
+  /** The page is visible again (or the device woke up): check the connection now rather than at the next ping. */
+  wake() {
+    if (this.finished) return;
+    this.#networkChanged();
+    this.#keepAlive();
   }
 
   sendMediaState(audioMuted, videoMuted) {
@@ -188,7 +210,8 @@ export class Call {
     // A connection still waiting for the answer to its own offer may have lost it with the socket.
     const alive =
       this.pc && !['failed', 'closed'].includes(this.pc.connectionState) && this.pc.signalingState !== 'have-local-offer';
-    if (reconnect && frame.resumed && alive) return; // media never stopped; the server repeats what we missed
+    // Media never stopped; the server repeats what we missed (unless the page has a device the connection lacks).
+    if (reconnect && frame.resumed && alive && !this.mediaOutdated) return;
     if (reconnect && frame.resumed) {
       this.#restartMedia();
       return;
@@ -277,12 +300,21 @@ export class Call {
     // The SFU is reachable directly (its UDP and TCP candidates); TURN servers only when the gateway names some.
     const pc = new RTCPeerConnection({ iceServers: this.iceServers ?? [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
     this.pc = pc;
+    this.mediaOutdated = false;
     const stream = this.localStream;
-    const tracks = stream ? stream.getTracks() : [];
-    for (const track of tracks) pc.addTrack(track, stream);
-    // Without a microphone or camera we still want to receive the others.
-    if (!tracks.some((t) => t.kind === 'audio')) pc.addTransceiver('audio', { direction: 'recvonly' });
-    if (!tracks.some((t) => t.kind === 'video')) pc.addTransceiver('video', { direction: 'recvonly' });
+    const tracks = stream ? stream.getTracks().filter((t) => t.readyState === 'live') : [];
+    // Our own transceivers, one per kind (the server's offers add one per track of the others).
+    this.own = {};
+    for (const kind of ['audio', 'video']) {
+      const track = tracks.find((t) => t.kind === kind);
+      if (track) {
+        const sender = pc.addTrack(track, stream);
+        this.own[kind] = pc.getTransceivers().find((t) => t.sender === sender);
+      } else {
+        // Without a microphone or camera we still want to receive the others.
+        this.own[kind] = pc.addTransceiver(kind, { direction: 'recvonly' });
+      }
+    }
 
     pc.addEventListener('icecandidate', (ev) => this.pc === pc && this.socket.send(msg.candidate(ev.candidate)));
     pc.addEventListener('track', (ev) => {

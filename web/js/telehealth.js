@@ -5,6 +5,11 @@
 // → call (tiles, Mute, Stop video, devices, Leave, participant count) → a message screen (left, ended, invalid
 // link, error). Nothing about the patient (name, tokens) is written to the console.
 //
+// What can go wrong with the person's own devices (blocked, missing, busy, unplugged mid-visit, plugged in later)
+// is said in one sentence with one next step and at most one button (Try again, Turn on camera, …); the visit
+// goes on without them, and the others see "muted" or "video off" rather than a frozen picture. A tab back from
+// the background restarts any paused video.
+//
 // Two call layers, one page: `Call` (call.js: our signaling socket + one RTCPeerConnection to the gateway's SFU)
 // for local meetings, `ChimeCall` (chime-call.js: amazon-chime-sdk-js, loaded only when needed) for meetings the
 // gateway created on Amazon Chime. Both take the same stream and report the same events.
@@ -15,7 +20,7 @@
 
 import { createAttendee, isMeetingId, ApiError } from './api.js';
 import { Call } from './call.js';
-import { getLocalMedia, listDevices, stopStream } from './media.js';
+import { describeProblem, deviceNoun, getLocalMedia, listDevices, stopStream, watchPermissions } from './media.js';
 import { signalingUrl, ErrorCode, EndReason } from './signaling.js';
 
 const $ = (id) => document.getElementById(id);
@@ -39,6 +44,7 @@ const el = {
   selfVideo: $('self-video'),
   selfAvatar: $('self-avatar'),
   callNotice: $('call-notice'),
+  deviceNotice: $('device-notice'),
   muteButton: $('mute-button'),
   videoButton: $('video-button'),
   leaveButton: $('leave-button'),
@@ -61,13 +67,12 @@ const presetName = (params.get('name') || '').trim().slice(0, 64);
 
 let call = null;
 let localStream = null;
-let mediaReady = null; // Promise of getLocalMedia(), started on load
+let mediaReady = null; // Promise of acquireMedia(), started on load and on Rejoin
 let audioMuted = true;
 let videoMuted = true;
 let session = null; // { provider, name, res } of the current attendee (create-attendee's answer), kept for Rejoin
 let deviceChoice = {}; // { camera, microphone }: device ids picked by the person
 let rejoining = false;
-let baseCallNotice = ''; // shown in call when nothing else needs saying
 /** attendeeId → { root, video, nameEl, name, stream, known } */
 const tiles = new Map();
 
@@ -117,29 +122,340 @@ function initials(name) {
 }
 
 // ---- local media ------------------------------------------------------------------------------------------
+//
+// The camera and microphone tracks live in `localStream` (null when there are none). What is missing and why is
+// `mediaProblem`; the page says so in one sentence with one next step (usually Try again) in the lobby
+// (#media-notice) and in the call (#device-notice). A track that ends by itself (a device unplugged, a driver
+// failing, the permission withdrawn) is replaced by another device if there is one; otherwise the others are
+// told (mediaState: muted or video off) rather than left looking at a frozen picture. A device plugged in later
+// is offered.
 
-function hasTrack(kind) {
-  return !!localStream?.getTracks().some((t) => t.kind === kind && t.readyState === 'live');
+const KEY = { audio: 'microphone', video: 'camera' };
+/** The device id each local track was opened on (a track that has ended may no longer say). */
+const deviceOf = new WeakMap();
+let mediaProblem = null; // { reason, kinds } | null: what is missing and why (media.js describes it)
+let knownDevices = null; // Set of `${kind}:${deviceId}` seen at the last look, to spot a device plugged in
+let boundVideoTrack = null; // the camera track the preview and self view were last given
+let noticeTimer = null;
+let mediaEpoch = 0; // bumped when the local media is dropped (Leave, an error): late answers are thrown away
+
+const inCall = () => !!call && !call.finished;
+
+function liveTrack(kind) {
+  return localStream?.getTracks().find((t) => t.kind === kind && t.readyState === 'live') ?? null;
 }
 
+function hasTrack(kind) {
+  return !!liveTrack(kind);
+}
+
+/** Kinds with no working device at the moment. */
+function missingKinds() {
+  return ['audio', 'video'].filter((k) => !hasTrack(k));
+}
+
+function setMuted(kind, muted) {
+  if (kind === 'audio') audioMuted = muted;
+  else videoMuted = muted;
+}
+
+/** Puts `tracks` in `localStream`, each in place of (and stopping) the one of its kind. */
+function putTracks(tracks) {
+  if (!tracks.length) return;
+  localStream ??= new MediaStream();
+  for (const track of tracks) {
+    for (const old of localStream.getTracks().filter((t) => t.kind === track.kind)) {
+      localStream.removeTrack(old);
+      old.stop();
+    }
+    localStream.addTrack(track);
+    deviceOf.set(track, track.getSettings?.().deviceId);
+    track.addEventListener('ended', () => onTrackEnded(track));
+  }
+}
+
+/** Shows the local tracks in the preview and self view, and the controls' states. */
+function localChanged() {
+  const video = liveTrack('video');
+  if (video !== boundVideoTrack || el.previewVideo.srcObject !== localStream) {
+    boundVideoTrack = video;
+    for (const v of [el.previewVideo, el.selfVideo]) {
+      v.srcObject = localStream;
+      if (localStream) play(v);
+    }
+  }
+  el.previewPlaceholder.hidden = !!video;
+  el.previewStatus.textContent = video ? '' : 'Camera off';
+  applyLocalMediaState();
+}
+
+/** Gives the call the current tracks and tells the others the mute state. */
+async function updateCall() {
+  if (!inCall()) return;
+  await call.replaceLocalStream(localStream);
+  call.sendMediaState(audioMuted, videoMuted);
+}
+
+/**
+ * One notice with at most one button, in `region` (#media-notice in the lobby, #device-notice in the call):
+ * `title` what happened, `text` the next step. The box and its button are kept between notices, so a focused
+ * Try again keeps the focus when it fails again. `hideAfter` (ms): for news that needs no action.
+ */
+function showNotice(region, n, { focus = false, hideAfter = 0 } = {}) {
+  if (region === el.deviceNotice) clearTimeout(noticeTimer);
+  if (!n) {
+    const hadFocus = region.contains(document.activeElement);
+    region.replaceChildren();
+    if (hadFocus) focusMain();
+    return;
+  }
+  let box = region.firstElementChild;
+  if (!box) {
+    box = document.createElement('div');
+    box.className = 'notice notice--warn action-notice';
+    const p = document.createElement('p');
+    const title = document.createElement('strong');
+    const text = document.createElement('span');
+    p.append(title, ' ', text);
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'btn btn--small';
+    button.addEventListener('click', () => box.action?.());
+    box.append(p, button);
+    region.append(box);
+  }
+  const [title, , text] = box.firstElementChild.childNodes;
+  title.textContent = n.title;
+  text.textContent = n.text || '';
+  const button = box.lastElementChild;
+  box.action = n.action?.run ?? null;
+  button.hidden = !n.action;
+  button.textContent = n.action?.label ?? '';
+  if (focus && n.action) button.focus({ preventScroll: true });
+  if (hideAfter && region === el.deviceNotice) noticeTimer = setTimeout(() => showNotice(region, null), hideAfter);
+}
+
+/** Where the focus goes when a notice's button goes away: the screen's main control. */
+function focusMain() {
+  if (!el.call.hidden) el.leaveButton.focus({ preventScroll: true });
+  else if (!el.lobby.hidden) el.nameInput.focus({ preventScroll: true });
+}
+
+/** Says what is missing and why, in the lobby and in the call, with Try again. */
+function showProblem({ still = false, focus = false } = {}) {
+  for (const [region, inCallText] of [
+    [el.mediaNotice, false],
+    [el.deviceNotice, true],
+  ]) {
+    if (!mediaProblem) {
+      showNotice(region, null);
+      continue;
+    }
+    const d = describeProblem(mediaProblem, { inCall: inCallText, still });
+    const action = d.retry ? { label: 'Try again', run: retryMedia } : null;
+    const visible = inCallText ? !el.call.hidden : !el.lobby.hidden;
+    showNotice(region, { ...d, action }, { focus: focus && visible });
+  }
+}
+
+function setProblem(problem, opts) {
+  mediaProblem = problem && problem.kinds.length ? problem : null;
+  showProblem(opts);
+}
+
+/** Asks for camera and microphone (on load and on Rejoin). */
 async function acquireMedia() {
   el.previewStatus.textContent = 'Starting your camera…';
-  const { stream, notice: text } = await getLocalMedia(deviceChoice);
-  localStream = stream;
+  stopLocal();
+  const epoch = mediaEpoch;
+  const { stream, problem } = await getLocalMedia(deviceChoice);
+  if (epoch !== mediaEpoch) return stopStream(stream);
+  putTracks(stream?.getTracks() ?? []);
   audioMuted = !hasTrack('audio');
   videoMuted = !hasTrack('video');
-  el.previewVideo.srcObject = stream;
-  el.previewPlaceholder.hidden = hasTrack('video');
-  el.previewStatus.textContent = hasTrack('video') ? '' : 'Camera off';
-  notice(el.mediaNotice, text);
+  localChanged();
+  setProblem(problem);
   await fillDevicePicker();
-  return stream;
+  return localStream;
+}
+
+/** Try again: asks once more for what is missing; what comes is switched on, in the lobby or in the call. */
+let retrying = false;
+async function retryMedia() {
+  await mediaReady; // the first answer (or a prompt still open) comes first
+  const kinds = missingKinds();
+  if (retrying || !kinds.length) {
+    if (!kinds.length) setProblem(null);
+    return;
+  }
+  retrying = true;
+  const before = mediaProblem;
+  const epoch = mediaEpoch;
+  try {
+    const { stream, problem } = await getLocalMedia(deviceChoice, kinds);
+    if (epoch !== mediaEpoch) return stopStream(stream); // left meanwhile
+    const got = stream?.getTracks() ?? [];
+    putTracks(got);
+    for (const t of got) setMuted(t.kind, false);
+    localChanged();
+    await updateCall();
+    const still = !!problem && before?.reason === problem.reason;
+    setProblem(problem, { still, focus: true });
+    if (got.length && !problem) {
+      // Everything works now: the focus goes to the control of what was switched on.
+      if (inCall()) (hasTrack('video') && kinds.includes('video') ? el.videoButton : el.muteButton).focus();
+      else el.nameInput.focus();
+    }
+    await fillDevicePicker();
+  } finally {
+    retrying = false;
+  }
+}
+
+/** Resolves once the page is visible (a browser may refuse the camera to a page in the background). */
+function whenVisible() {
+  if (document.visibilityState !== 'hidden') return Promise.resolve();
+  return new Promise((resolve) => {
+    const on = () => {
+      if (document.visibilityState === 'hidden') return;
+      document.removeEventListener('visibilitychange', on);
+      resolve();
+    };
+    document.addEventListener('visibilitychange', on);
+  });
+}
+
+/**
+ * A local track ended by itself: the device was unplugged, failed, or its permission was withdrawn. Another
+ * device of that kind takes over if there is one; otherwise the others see the camera off or the microphone muted.
+ */
+async function onTrackEnded(track) {
+  if (!localStream?.getTracks().includes(track)) return; // replaced on purpose, or the visit is over
+  const kind = track.kind;
+  const noun = KEY[kind];
+  const lostId = deviceOf.get(track);
+  const epoch = mediaEpoch;
+  localStream.removeTrack(track);
+  // Nothing is sent from a dead track: say so at once (not a frozen picture), then look for another device.
+  const wasMuted = kind === 'audio' ? audioMuted : videoMuted;
+  setMuted(kind, true);
+  localChanged();
+  await updateCall();
+  await whenVisible();
+  const { cameras, microphones } = await listDevices();
+  const stillThere = (kind === 'video' ? cameras : microphones).some((d) => d.deviceId === lostId);
+  if (!stillThere && deviceChoice[noun] === lostId) deviceChoice[noun] = undefined;
+  const { stream: got, problem } = await getLocalMedia({ [noun]: stillThere ? lostId : deviceChoice[noun] }, [kind]);
+  const next = got?.getTracks()[0];
+  if (epoch !== mediaEpoch || hasTrack(kind)) {
+    next?.stop(); // left, or another device was picked, meanwhile
+    return;
+  }
+  const region = el.call.hidden ? el.mediaNotice : el.deviceNotice;
+  if (next) {
+    putTracks([next]);
+    setMuted(kind, wasMuted);
+    localChanged();
+    await updateCall();
+    await fillDevicePicker();
+    const same = next.getSettings?.().deviceId === lostId;
+    showNotice(
+      region,
+      same
+        ? { title: `Your ${noun} stopped for a moment and is working again.` }
+        : {
+            title: `Your ${noun} was disconnected, so the visit now uses ${next.label || `another ${noun}`}.`,
+            text: `You can pick another one under Camera and microphone.`,
+          },
+      { hideAfter: 15_000 },
+    );
+    return;
+  }
+  await fillDevicePicker();
+  const reason = problem?.reason === 'denied' ? 'denied' : 'unplugged';
+  mediaProblem = { reason, kinds: missingKinds() };
+  const d = describeProblem({ reason, kinds: [kind] }, { inCall: inCall(), missing: missingKinds() });
+  // The focus moves only in the call: in the lobby the person may be typing their name.
+  showNotice(region, { ...d, action: { label: 'Try again', run: retryMedia } }, { focus: region === el.deviceNotice });
+  if (region === el.deviceNotice) showNotice(el.mediaNotice, null);
+}
+
+/** Switches one kind to the device `deviceId` (the picker, or a device just plugged in). */
+async function useDevice(kind, deviceId, { turnOn = false } = {}) {
+  const noun = KEY[kind];
+  deviceChoice[noun] = deviceId || undefined;
+  const epoch = mediaEpoch;
+  const { stream, problem } = await getLocalMedia({ [noun]: deviceId }, [kind]);
+  if (epoch !== mediaEpoch) return stopStream(stream);
+  const track = stream?.getTracks()[0];
+  if (!track) {
+    const d = describeProblem(problem, { inCall: inCall() });
+    const region = el.call.hidden ? el.mediaNotice : el.deviceNotice;
+    showNotice(region, { ...d, action: d.retry ? { label: 'Try again', run: () => useDevice(kind, deviceId, { turnOn }) } : null }, { focus: true });
+    await fillDevicePicker();
+    return;
+  }
+  const wasMissing = !hasTrack(kind);
+  putTracks([track]);
+  if (turnOn || wasMissing) setMuted(kind, false);
+  localChanged();
+  await updateCall();
+  if (mediaProblem) setProblem(missingKinds().length ? { ...mediaProblem, kinds: missingKinds() } : null);
+  await fillDevicePicker();
+}
+
+/** Devices plugged in or out: the pickers follow; a device plugged in is offered (or, in the lobby, used). */
+async function onDeviceChange() {
+  const list = await listDevices();
+  const before = knownDevices;
+  await fillDevicePicker(list);
+  if (!before) return;
+  const kindOf = (d) => (d.kind === 'videoinput' ? 'video' : 'audio');
+  const added = [...list.cameras, ...list.microphones].filter((d) => !before.has(`${d.kind}:${d.deviceId}`));
+  if (!added.length) return;
+  const missing = [...new Set(added.map(kindOf))].filter((k) => !hasTrack(k)).sort();
+  if (!el.lobby.hidden) {
+    if (missing.length) retryMedia(); // only a preview: use it at once
+    return;
+  }
+  if (!inCall()) return;
+  if (missing.length) {
+    const noun = deviceNoun(missing);
+    showNotice(
+      el.deviceNotice,
+      {
+        title: `${missing.length > 1 ? 'A camera and a microphone were' : `A ${noun} was`} connected.`,
+        text: missing.includes('video') ? 'Turn it on when you are ready to be seen.' : 'Turn it on when you are ready to be heard.',
+        action: { label: `Turn on ${noun}`, run: retryMedia },
+      },
+      { focus: true },
+    );
+    return;
+  }
+  const device = added[0];
+  const kind = kindOf(device);
+  showNotice(
+    el.deviceNotice,
+    {
+      title: `A new ${KEY[kind]} was connected${device.label ? `: ${device.label}` : ''}.`,
+      text: `The visit still uses your current ${KEY[kind]}.`,
+      action: {
+        label: `Use new ${KEY[kind]}`,
+        run: () => {
+          showNotice(el.deviceNotice, null);
+          useDevice(kind, device.deviceId);
+        },
+      },
+    },
+    { focus: true },
+  );
 }
 
 /** The camera and microphone lists, with what is in use selected. Hidden when there is nothing to choose. */
-async function fillDevicePicker() {
-  const { cameras, microphones } = await listDevices();
-  const inUse = (kind) => localStream?.getTracks().find((t) => t.kind === kind)?.getSettings().deviceId;
+async function fillDevicePicker(list) {
+  const { cameras, microphones } = list ?? (await listDevices());
+  knownDevices = new Set([...cameras, ...microphones].map((d) => `${d.kind}:${d.deviceId}`));
+  const inUse = (kind) => liveTrack(kind)?.getSettings().deviceId;
   const fill = (select, devices, current, fallback) => {
     select.replaceChildren(
       ...devices.map((d, i) => {
@@ -151,28 +467,11 @@ async function fillDevicePicker() {
       }),
     );
     select.disabled = devices.length < 2;
+    select.closest('label').hidden = devices.length === 0; // nothing to show (none, or not allowed yet)
   };
   fill(el.cameraSelect, cameras, inUse('video'), 'Camera');
   fill(el.microphoneSelect, microphones, inUse('audio'), 'Microphone');
   el.devicePicker.hidden = cameras.length + microphones.length === 0;
-}
-
-/** Switches to the picked camera and microphone, in the lobby or during the call. */
-async function switchDevices() {
-  deviceChoice = { camera: el.cameraSelect.value || undefined, microphone: el.microphoneSelect.value || undefined };
-  const { audioMuted: wasAudioMuted, videoMuted: wasVideoMuted } = { audioMuted, videoMuted };
-  stopStream(localStream);
-  mediaReady = acquireMedia();
-  await mediaReady;
-  if (call && !call.finished) {
-    // Keep the person's mute choices across the switch.
-    audioMuted = wasAudioMuted || !hasTrack('audio');
-    videoMuted = wasVideoMuted || !hasTrack('video');
-    el.selfVideo.srcObject = localStream;
-    applyLocalMediaState();
-    await call.replaceLocalStream(localStream);
-    call.sendMediaState(audioMuted, videoMuted);
-  }
 }
 
 function applyLocalMediaState() {
@@ -193,6 +492,39 @@ function applyLocalMediaState() {
 
   el.selfTile.classList.toggle('tile--audio-muted', audioMuted);
   el.selfTile.classList.toggle('tile--video-off', videoMuted);
+}
+
+// ---- playback ---------------------------------------------------------------------------------------------
+
+/** Plays a video element; if the browser wants a click first, offers one. */
+function play(video) {
+  video.play().catch((err) => {
+    if (err?.name === 'NotAllowedError' && inCall()) offerResume();
+  });
+}
+
+function offerResume() {
+  showNotice(
+    el.deviceNotice,
+    {
+      title: 'The browser paused the video.',
+      text: 'Press Resume to see and hear the others again.',
+      action: {
+        label: 'Resume video',
+        run: () => {
+          showNotice(el.deviceNotice, null);
+          resumePlayback();
+        },
+      },
+    },
+    { focus: true },
+  );
+}
+
+/** Restarts any video the browser paused (a tab back from the background, a phone unlocked). */
+function resumePlayback() {
+  const videos = [...[...tiles.values()].map((t) => t.video), el.selfVideo, el.previewVideo];
+  for (const v of videos) if (v.srcObject && v.paused) play(v);
 }
 
 // ---- tiles ------------------------------------------------------------------------------------------------
@@ -293,6 +625,19 @@ function logEvent(type, attendeeId) {
 }
 
 function attachRemoteStream(attendeeId, stream, track) {
+  if (!tiles.has(attendeeId) && track.muted) {
+    // A stream of nobody we know, with nothing in it yet: no tile until its media comes (or they are announced).
+    // The server's answer to our receive-only lines can name tracks that never carry anything and move to someone
+    // else's stream at the next offer; a tile for them would flash as "Participant".
+    track.addEventListener(
+      'unmute',
+      () => {
+        if (inCall() && stream.getTracks().includes(track)) attachRemoteStream(attendeeId, stream, track);
+      },
+      { once: true },
+    );
+    return;
+  }
   const tile = ensureTile(attendeeId);
   if (tile.stream !== stream) {
     tile.stream = stream;
@@ -317,9 +662,7 @@ function attachRemoteStream(attendeeId, stream, track) {
   track.addEventListener('ended', () => tile.onChange?.());
   track.addEventListener('mute', () => refreshTileVideo(tile));
   track.addEventListener('unmute', () => refreshTileVideo(tile));
-  tile.video.play().catch(() => {
-    /* autoplay may wait for a gesture; Join was one */
-  });
+  play(tile.video);
   refreshTileVideo(tile);
 }
 
@@ -365,6 +708,13 @@ async function join(event) {
       setState(err.kind === 'ended' ? 'ended' : 'error');
       stopLocal();
       showMessage(titles[err.kind], err.message);
+    } else if (!el.message.hidden) {
+      // Rejoining from the message screen (the lobby is not on screen): say it there, with Rejoin.
+      setState('error');
+      stopLocal();
+      showMessage('Could not rejoin', err instanceof ApiError ? err.message : 'Something went wrong. Please try again.', {
+        rejoin: true,
+      });
     } else {
       setState('idle');
       notice(el.joinError, err instanceof ApiError ? err.message : 'Something went wrong. Please try again.');
@@ -391,8 +741,7 @@ async function makeCall(on) {
 
 async function startCall() {
   setState('joining');
-  applyLocalMediaState();
-  el.selfVideo.srcObject = localStream;
+  localChanged();
   el.callDevices.append(el.devicePicker);
   const on = {
     joined(frame) {
@@ -411,12 +760,9 @@ async function startCall() {
         setTileMedia(p.attendeeId, !!p.audioMuted, !!p.videoMuted);
         setTileReconnecting(p.attendeeId, !!p.reconnecting);
       }
-      baseCallNotice =
-        hasTrack('audio') || hasTrack('video')
-          ? ''
-          : 'You joined without camera or microphone: you can see and hear the others, but they cannot see or hear you.';
-      notice(el.callNotice, baseCallNotice);
+      notice(el.callNotice, '');
       showScreen('call');
+      if (mediaProblem) showProblem(); // what is missing, with Try again
       el.leaveButton.focus({ preventScroll: true });
     },
     count: setCount,
@@ -459,7 +805,7 @@ async function startCall() {
       } else if (s === 'disconnected') {
         notice(el.callNotice, 'Reconnecting video…');
       } else if (s === 'connected') {
-        notice(el.callNotice, baseCallNotice);
+        notice(el.callNotice, '');
       }
     },
     ended(reason) {
@@ -483,6 +829,7 @@ async function startCall() {
         rejoining = false;
         endCall('idle');
         el.nameInput.value = session.name;
+        mediaReady = acquireMedia(); // endCall stopped the camera
         join();
         return;
       }
@@ -519,8 +866,10 @@ async function startCall() {
 }
 
 function stopLocal() {
+  mediaEpoch += 1;
   stopStream(localStream);
   localStream = null;
+  boundVideoTrack = null;
   el.previewVideo.srcObject = null;
   el.selfVideo.srcObject = null;
 }
@@ -529,6 +878,7 @@ function stopLocal() {
 function endCall(state) {
   if (call && !call.finished) call.leave();
   el.lobbyDevices.append(el.devicePicker);
+  showNotice(el.deviceNotice, null);
   clearTiles();
   stopLocal();
   setState(state);
@@ -545,6 +895,8 @@ async function rejoin() {
   el.rejoinButton.hidden = true;
   el.messageTitle.textContent = 'Rejoining…';
   el.messageText.textContent = '';
+  el.messageTitle.tabIndex = -1;
+  el.messageTitle.focus(); // the focused Rejoin button is gone
   rejoining = true;
   mediaReady = acquireMedia();
   await mediaReady;
@@ -568,12 +920,28 @@ el.videoButton.addEventListener('click', () => {
 });
 
 el.leaveButton.addEventListener('click', leave);
-el.cameraSelect.addEventListener('change', switchDevices);
-el.microphoneSelect.addEventListener('change', switchDevices);
+el.cameraSelect.addEventListener('change', () => useDevice('video', el.cameraSelect.value));
+el.microphoneSelect.addEventListener('change', () => useDevice('audio', el.microphoneSelect.value));
 el.rejoinButton.addEventListener('click', rejoin);
 el.form.addEventListener('submit', join);
 el.nameInput.addEventListener('input', () => {
   if (!el.joinError.hidden && validName(el.nameInput.value.trim())) notice(el.joinError, '');
+});
+
+navigator.mediaDevices?.addEventListener?.('devicechange', () => onDeviceChange());
+
+// The person allowed the camera or microphone in the browser's settings: in the lobby, use it at once (only a
+// preview); in the call, Try again is on screen already.
+watchPermissions((kind, state) => {
+  if (state === 'granted' && !el.lobby.hidden && !hasTrack(kind)) retryMedia();
+});
+
+// Back from the background (another tab, a phone's home screen): the visit went on meanwhile; restart any video
+// the browser paused and check the connection now rather than at the next ping.
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState !== 'visible') return;
+  resumePlayback();
+  if (inCall()) call.wake?.();
 });
 
 // Leaving the page (closing the tab) is a leave too, so the others see the count drop at once.
