@@ -8,31 +8,25 @@ use std::net::SocketAddr;
 
 /// A UDP host candidate on `addr`, for the first (bundled) media section.
 pub fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, rtc::shared::error::Error> {
-    let candidate = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: addr.ip().to_string(),
-            port: addr.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()?;
-    bundled(RTCIceCandidate::from(&candidate).to_json()?)
+    host(addr, "udp", rtc::ice::tcp_type::TcpType::Unspecified)
 }
 
 /// A passive ICE-TCP host candidate on `addr` (RFC 6544): the browser connects to it.
 pub fn tcp_passive_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, rtc::shared::error::Error> {
+    host(addr, "tcp", rtc::ice::tcp_type::TcpType::Passive)
+}
+
+/// A host candidate on `addr` over `network` ("udp" or "tcp"), bundled.
+fn host(addr: SocketAddr, network: &str, tcp_type: rtc::ice::tcp_type::TcpType) -> Result<RTCIceCandidateInit, rtc::shared::error::Error> {
     let candidate = CandidateHostConfig {
         base_config: CandidateConfig {
-            network: "tcp".to_owned(),
+            network: network.to_owned(),
             address: addr.ip().to_string(),
             port: addr.port(),
             component: 1,
             ..Default::default()
         },
-        tcp_type: rtc::ice::tcp_type::TcpType::Passive,
+        tcp_type,
     }
     .new_candidate_host()?;
     bundled(RTCIceCandidate::from(&candidate).to_json()?)

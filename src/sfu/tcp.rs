@@ -226,14 +226,20 @@ mod tests {
         tcp.recv(poll.registry(), out);
     }
 
-    #[test]
-    fn frames_arrive_whole_whatever_the_segments_and_replies_go_back_framed() {
-        let mut poll = Poll::new().unwrap();
+    /// A listener on a loopback port the OS picks, and a client connected to it.
+    fn listening() -> (Poll, IceTcp, SocketAddr, std::net::TcpStream) {
+        let poll = Poll::new().unwrap();
         let mut tcp = IceTcp::bind(&["127.0.0.1:0".parse().unwrap()], poll.registry()).unwrap();
         // Port 0 bound a real port: the listener knows it.
         let addr = tcp.listeners[0].0.local_addr().unwrap();
         tcp.listeners[0].1 = addr;
-        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        (poll, tcp, addr, client)
+    }
+
+    #[test]
+    fn frames_arrive_whole_whatever_the_segments_and_replies_go_back_framed() {
+        let (mut poll, mut tcp, addr, mut client) = listening();
         // One frame cut in two writes, then two frames in one.
         client.write_all(&[0, 5, b'h', b'e']).unwrap();
         client.flush().unwrap();
@@ -260,11 +266,7 @@ mod tests {
 
     #[test]
     fn a_peer_that_does_not_read_loses_packets_not_memory() {
-        let mut poll = Poll::new().unwrap();
-        let mut tcp = IceTcp::bind(&["127.0.0.1:0".parse().unwrap()], poll.registry()).unwrap();
-        let addr = tcp.listeners[0].0.local_addr().unwrap();
-        tcp.listeners[0].1 = addr;
-        let client = std::net::TcpStream::connect(addr).unwrap();
+        let (mut poll, mut tcp, addr, client) = listening();
         let mut out = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(2);
         while tcp.streams() == 0 && Instant::now() < deadline {

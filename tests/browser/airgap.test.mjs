@@ -58,16 +58,8 @@ test('with no default route, two pages on the LAN address see and hear each othe
       },
       { timeout: 30_000, interval: 200, what: 'the other participant decoding, over the LAN address' },
     );
-    const pair = await page.evaluate(async () => {
-      const stats = await window.__telehealth.pc.getStats();
-      let selected = null;
-      stats.forEach((s) => {
-        if (s.type === 'transport' && s.selectedCandidatePairId) selected = stats.get(s.selectedCandidatePairId);
-      });
-      const local = selected && stats.get(selected.localCandidateId);
-      const remote = selected && stats.get(selected.remoteCandidateId);
-      return { local: local?.address ?? local?.ip, remote: remote?.address ?? remote?.ip };
-    });
+    const selected = await h.selectedPair(page);
+    const pair = { local: selected.local.address, remote: selected.remote.address };
     // The browser's side of the pair is the LAN address (it gathers no loopback candidates); the SFU's side may be
     // its loopback candidate, which a browser on the same machine can reach.
     assert.equal(pair.local, netns.address, `the page sends from the LAN address: ${JSON.stringify(pair)}`);

@@ -240,6 +240,19 @@ export function inboundStats(page) {
   });
 }
 
+/** The selected candidate pair of the page's peer connection: each side's protocol, address, port and type. */
+export function selectedPair(page) {
+  return page.evaluate(async () => {
+    const stats = await window.__telehealth.pc.getStats();
+    let selected = null;
+    stats.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) selected = stats.get(s.selectedCandidatePairId);
+    });
+    const side = (c) => ({ protocol: c?.protocol, address: c?.address ?? c?.ip, port: c?.port, type: c?.candidateType });
+    return { local: side(selected && stats.get(selected.localCandidateId)), remote: side(selected && stats.get(selected.remoteCandidateId)) };
+  });
+}
+
 /** Opens the join link, fills the name and waits for the camera preview (so timings measure joining only). */
 export async function prepareJoin(page, url, name) {
   await page.goto(url);

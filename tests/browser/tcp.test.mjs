@@ -25,23 +25,6 @@ let server;
 const browsers = [];
 const pageConsole = [];
 
-/** The selected candidate pair of the page's peer connection: each side's protocol and address. */
-function selectedPair(page) {
-  return page.evaluate(async () => {
-    const stats = await window.__telehealth.pc.getStats();
-    let selected = null;
-    stats.forEach((s) => {
-      if (s.type === 'transport' && s.selectedCandidatePairId) selected = stats.get(s.selectedCandidatePairId);
-    });
-    const local = selected && stats.get(selected.localCandidateId);
-    const remote = selected && stats.get(selected.remoteCandidateId);
-    return {
-      local: { protocol: local?.protocol, address: local?.address, type: local?.candidateType },
-      remote: { protocol: remote?.protocol, address: remote?.address, port: remote?.port, type: remote?.candidateType },
-    };
-  });
-}
-
 before(async () => {
   if (skip) return;
   h.checkPrerequisites();
@@ -86,8 +69,8 @@ test('a page whose network drops all UDP gets two-way video over ICE-TCP', { ski
       { timeout: 30_000, interval: 200, what: `${names[i]}: the other's video decoding and audio arriving` },
     );
   }
-  const patient = await selectedPair(pages[1]);
-  const doctor = await selectedPair(pages[0]);
+  const patient = await h.selectedPair(pages[1]);
+  const doctor = await h.selectedPair(pages[0]);
   console.log(`tcp: patient's pair ${JSON.stringify(patient)}; doctor's ${JSON.stringify(doctor)}`);
   assert.equal(patient.local.protocol, 'tcp', `the patient's media goes over TCP: ${JSON.stringify(patient)}`);
   assert.equal(patient.remote.address, netns.outer, JSON.stringify(patient));
