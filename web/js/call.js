@@ -20,7 +20,7 @@ const PING_INTERVAL_MS = 5_000;
 /** No pong for this long: the socket is dead even if the browser has not noticed (a silently dropped path). */
 const PONG_TIMEOUT_MS = 12_000;
 const RECONNECT_FIRST_MS = 250;
-const RECONNECT_MAX_MS = 3_000;
+const RECONNECT_MAX_MS = 2_000;
 /** After this long without getting back in, the page says the connection is lost and offers Rejoin. */
 const RECONNECT_GIVE_UP_MS = 120_000;
 
