@@ -144,7 +144,7 @@ pub struct Config {
     /// `TURN_URLS`, `TURN_SECRET`, `TURN_TTL_SECS`: a TURN server (coturn with `use-auth-secret`, or any that
     /// checks TURN REST credentials) handed to the join pages, each with a credential valid `TURN_TTL_SECS`
     /// (default 6 h). Unset: none; nothing is contacted unless configured.
-    pub turn: Option<crate::auth::turn::TurnConfig>,
+    pub turn: Option<TurnConfig>,
     /// `SOCKET_STALL_SECS`: how long a participant's socket may stay too far behind (news skipped) before it is
     /// detached as not reading (default 10 s).
     pub socket_stall: Duration,
@@ -183,8 +183,24 @@ impl Default for ClinicConfig {
 /// A console session is a bearer of the practice's data on a shared tablet: a week is the longest it may live.
 const MAX_CONSOLE_SESSION_HOURS: u64 = 168;
 
+/// The TURN servers handed to participants, and the secret their credentials are derived from.
+#[derive(Clone)]
+pub struct TurnConfig {
+    /// `turn:` / `turns:` URLs, as RTCPeerConnection's `iceServers` takes them.
+    pub urls: Vec<String>,
+    pub secret: Vec<u8>,
+    /// How long a credential stays valid.
+    pub ttl: Duration,
+}
+
+impl std::fmt::Debug for TurnConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnConfig").field("urls", &self.urls).field("secret", &"<redacted>").field("ttl", &self.ttl).finish()
+    }
+}
+
 /// `TURN_URLS` + `TURN_SECRET` (+ `TURN_TTL_SECS`): both or neither.
-fn turn_from_env() -> anyhow::Result<Option<crate::auth::turn::TurnConfig>> {
+fn turn_from_env() -> anyhow::Result<Option<TurnConfig>> {
     let urls: Vec<String> =
         var("TURN_URLS").map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()).unwrap_or_default();
     let secret = var("TURN_SECRET").unwrap_or_default();
@@ -201,7 +217,7 @@ fn turn_from_env() -> anyhow::Result<Option<crate::auth::turn::TurnConfig>> {
     if !(60..=7 * 24 * 3600).contains(&ttl) {
         bail!("TURN_TTL_SECS must be from 60 to 604800 (one week)");
     }
-    Ok(Some(crate::auth::turn::TurnConfig { urls, secret: secret.into_bytes(), ttl: Duration::from_secs(ttl) }))
+    Ok(Some(TurnConfig { urls, secret: secret.into_bytes(), ttl: Duration::from_secs(ttl) }))
 }
 
 /// An on/off switch (`on`, `true`, `1` / `off`, `false`, `0`), `default` when unset.

@@ -302,7 +302,8 @@ async fn after_the_resume_window_the_others_see_the_leave_and_the_token_joins_af
 /// shared secret, naming no one); without one it hands none.
 #[tokio::test]
 async fn joined_hands_out_turn_credentials_only_when_a_turn_server_is_configured() {
-    use telehealth_gateway::auth::turn::{TurnConfig, credential};
+    use telehealth_gateway::auth::turn::credential;
+    use telehealth_gateway::config::TurnConfig;
     let server = TestServer::start().await;
     let (_, url, guests) = meeting_with_guests(&server, &["Pat Client"]).await;
     let (_a, first) = join(&url, &guests[0].token).await;

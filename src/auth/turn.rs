@@ -11,31 +11,14 @@ use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use signaling::IceServer;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use crate::config::TurnConfig;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The TURN servers handed to participants, and the secret their credentials are derived from.
-#[derive(Clone)]
-pub struct TurnConfig {
-    /// `turn:` / `turns:` URLs, as RTCPeerConnection's `iceServers` takes them.
-    pub urls: Vec<String>,
-    pub secret: Vec<u8>,
-    /// How long a credential stays valid.
-    pub ttl: Duration,
-}
-
-impl std::fmt::Debug for TurnConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TurnConfig").field("urls", &self.urls).field("secret", &"<redacted>").field("ttl", &self.ttl).finish()
-    }
-}
-
-impl TurnConfig {
-    /// The `iceServers` entry for one participant, valid for `ttl` from now.
-    pub fn ice_server(&self, user: &str) -> IceServer {
-        let expires = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + self.ttl;
-        let (username, credential) = credential(&self.secret, expires.as_secs(), user);
-        IceServer { urls: self.urls.clone(), username: Some(username), credential: Some(credential) }
-    }
+/// The `iceServers` entry for one participant (`user`: `opaque_user` of it), valid for the TURN config's `ttl`.
+pub fn ice_server(turn: &TurnConfig, user: &str) -> IceServer {
+    let expires = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + turn.ttl;
+    let (username, credential) = credential(&turn.secret, expires.as_secs(), user);
+    IceServer { urls: turn.urls.clone(), username: Some(username), credential: Some(credential) }
 }
 
 /// An opaque, stable tag for `id` (a TURN server's logs must not link to a patient by name or id).
@@ -55,6 +38,7 @@ pub fn credential(secret: &[u8], expires: u64, user: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// The value coturn's `turnadmin`-style computation gives: HMAC-SHA1 over the username, standard base64.
     /// (Reference computed independently: `printf '1700000000:user' | openssl dgst -sha1 -hmac secret -binary | base64`.)
@@ -69,7 +53,7 @@ mod tests {
     fn each_participant_gets_an_expiring_credential_without_its_id() {
         let turn = TurnConfig { urls: vec!["turn:127.0.0.1:3478".into()], secret: b"s3cret".to_vec(), ttl: Duration::from_secs(600) };
         let id = "5b2c0a7e-0000-4000-8000-000000000001";
-        let server = turn.ice_server(&opaque_user(id));
+        let server = ice_server(&turn, &opaque_user(id));
         let username = server.username.unwrap();
         let (expiry, user) = username.split_once(':').unwrap();
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();

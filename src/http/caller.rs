@@ -33,13 +33,10 @@ pub(super) fn require_key(state: &AppState, headers: &HeaderMap) -> Result<Calle
     state.auth.check_api_key(key).ok_or_else(|| ApiError::unauthorized("the API key is not valid"))
 }
 
-/// Whose budget a request spends, for the per-key rate limit: a valid bearer key, or the key (or `console`) a
-/// live console session acts as. None for anyone else (invites, wrong keys): the per-address limit covers them.
-pub(super) fn identify(state: &AppState, headers: &HeaderMap) -> Option<Caller> {
-    match bearer(headers) {
-        Some(key) => key.ok().and_then(|k| state.auth.check_api_key(k)),
-        None => super::console::session_caller(state, headers),
-    }
+/// The caller a bearer key names, without refusing anything: None when there is no `Authorization` header,
+/// `Some(None)` when it holds no valid key.
+pub(super) fn bearer_caller(state: &AppState, headers: &HeaderMap) -> Option<Option<Caller>> {
+    bearer(headers).map(|key| key.ok().and_then(|k| state.auth.check_api_key(k)))
 }
 
 /// The base URL a local meeting's URLs point at: `APP_URL` if set, else the request's own Host and the

@@ -132,7 +132,7 @@ pub async fn api(State((state, throttle)): State<(AppState, Arc<Throttle>)>, req
         return throttle.refuse(ThrottleScope::ApiIp, wait);
     }
     if let Some(bucket) = &throttle.api_per_key
-        && let Some(caller) = caller::identify(&state, req.headers())
+        && let Some(caller) = identify(&state, req.headers())
         && let Err(wait) = bucket.take(&caller.audit_actor())
     {
         return throttle.refuse(ThrottleScope::ApiKey, wait);
@@ -150,6 +150,16 @@ pub async fn join(State(throttle): State<Arc<Throttle>>, req: Request, next: Nex
         return throttle.refuse(ThrottleScope::JoinIp, wait);
     }
     next.run(req).await
+}
+
+
+/// Whose budget a request spends, for the per-key rate limit: a valid bearer key, or the key (or `console`) a
+/// live console session acts as. None for anyone else (invites, wrong keys): the per-address limit covers them.
+fn identify(state: &AppState, headers: &axum::http::HeaderMap) -> Option<crate::auth::Caller> {
+    match caller::bearer_caller(state, headers) {
+        Some(caller) => caller,
+        None => super::console::session_caller(state, headers),
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@
 pub mod admission;
 mod participant;
 
-use crate::auth::turn::{TurnConfig, opaque_user};
+use crate::auth::turn::{ice_server, opaque_user};
+use crate::config::TurnConfig;
 use crate::ids::{AttendeeId, MeetingId};
 use crate::sfu::{PublishedTrack, Sfu};
 use admission::StayRecorder;
@@ -289,7 +290,7 @@ impl Rooms {
 
     /// What `joined` hands `attendee` for its peer connection: the TURN servers with a fresh credential.
     pub(crate) fn ice_servers(&self, attendee: AttendeeId) -> Vec<IceServer> {
-        self.config.turn.iter().map(|t| t.ice_server(&opaque_user(&attendee.to_string()))).collect()
+        self.config.turn.iter().map(|t| ice_server(t, &opaque_user(&attendee.to_string()))).collect()
     }
 
     fn lock_rooms(&self) -> std::sync::MutexGuard<'_, HashMap<MeetingId, Arc<Room>>> {
