@@ -705,7 +705,7 @@ async fn send(h: &Harness, endpoint: Endpoint, appointment: &str, case: &Case) -
             let text = substitute(v, meeting.as_deref().unwrap_or("")).to_string();
             let raw = format!("\"{RAW}\"");
             match text.find(&raw) {
-                Some(i) => [text[..i].as_bytes(), &case.raw, text[i + raw.len()..].as_bytes()].concat(),
+                Some(i) => [&text.as_bytes()[..i], &case.raw, &text.as_bytes()[i + raw.len()..]].concat(),
                 None => text.into_bytes(),
             }
         }

@@ -215,7 +215,7 @@ impl InMeeting<'_> {
     /// One churn step: 2 times in 3 the socket drops (no `leave`) and a new one joins with the same token, which
     /// the server must resume, media going on; otherwise a proper leave and a fresh join, with new media.
     async fn churn(&mut self, behaviour: &Behaviour, ticket: &Ticket, out: &mpsc::UnboundedSender<ClientMessage>) -> Result<(), String> {
-        let reconnect = rand::random::<u32>() % 3 != 0;
+        let reconnect = !rand::random::<u32>().is_multiple_of(3);
         if reconnect {
             let _ = self.tx.close().await; // the network goes away: no leave
         } else {
