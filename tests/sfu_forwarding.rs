@@ -101,6 +101,36 @@ async fn two_peers_receive_each_others_audio_and_video_and_pli_reaches_the_publi
     peer_b.close().await;
 }
 
+/// A browser's PLI comes in a compound packet behind its receiver report, whose first report block is often about
+/// the retransmission stream the SFU sends it (an SSRC no track has). webrtc-rs files a compound under its first
+/// destination SSRC and drops it when no track has that one, so such a PLI never reached the publisher and a
+/// viewer that had lost a frame for good stayed frozen (seen with 5 % loss, tests/browser/badnet.test.mjs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pli_behind_a_report_on_an_unknown_ssrc_reaches_the_publisher() {
+    let sfu = Sfu::new(SfuConfig { bind_ips: vec!["127.0.0.1".parse().unwrap()], ..Default::default() }).unwrap();
+    let rooms = Rooms::new(Arc::clone(&sfu));
+    let meeting = MeetingId::new();
+    let (a, peer_a, _a_events) = participant(&rooms, meeting, "Alice", VideoCodec::Vp8).await;
+    let (_b, peer_b, _b_events) = participant(&rooms, meeting, "Bob", VideoCodec::Vp8).await;
+    let a = a.to_string();
+    assert!(eventually(Duration::from_secs(15), || peer_b.received.count(&a, "video") > 20).await, "B receives A's video");
+    // Past the 1 s throttle of the subscription's own keyframe requests.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (before, viewer_before) = (
+        peer_a.received.keyframe_requests.load(std::sync::atomic::Ordering::Relaxed),
+        sfu.stats.snapshot().viewer_keyframe_requests,
+    );
+    assert!(peer_b.send_pli_behind_report(0xDEAD_BEEF).await > 0, "B has a video track to send a PLI on");
+    let relayed = eventually(Duration::from_secs(3), || {
+        peer_a.received.keyframe_requests.load(std::sync::atomic::Ordering::Relaxed) > before
+    })
+    .await;
+    assert!(relayed, "B's PLI did not reach A; stats {:?}", sfu.stats.snapshot());
+    assert!(sfu.stats.snapshot().viewer_keyframe_requests > viewer_before);
+    peer_a.close().await;
+    peer_b.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h264_video_is_forwarded_between_h264_peers() {
     let sfu = Sfu::new(SfuConfig { bind_ips: vec!["127.0.0.1".parse().unwrap()], ..Default::default() }).unwrap();

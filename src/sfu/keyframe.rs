@@ -20,7 +20,16 @@ pub fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     h.packet_type == PacketType::PayloadSpecificFeedback && (h.count == FORMAT_PLI || h.count == FORMAT_FIR)
 }
 
-/// Interceptor that marks inbound PLI/FIR for delivery to the application; everything passes unchanged.
+/// Interceptor that marks inbound PLI/FIR for delivery to the application, and puts them first in their compound
+/// packet; everything else passes unchanged.
+///
+/// webrtc-rs hands a delivered compound packet to the application under the track of the *first* packet's first
+/// destination SSRC, and drops it when no track has that SSRC. A browser's compound starts with its receiver
+/// report, whose first report block is often about the retransmission (RTX) stream we send it, or about another
+/// track: its PLI was then dropped (or filed under the wrong track), so a viewer that lost a frame for good waited
+/// for a keyframe nobody asked for, frozen until the publisher happened to send one. With the request first, the
+/// compound is filed under the track the request names. (The order matters to nothing after this interceptor:
+/// it is the last on the inbound path, and the reports were read by the interceptors before it.)
 #[derive(Default)]
 pub struct KeyframeRequestMarker {
     read_queue: VecDeque<TaggedPacket>,
@@ -35,11 +44,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestMarker {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet
+        if let Packet::Rtcp(packets) = &mut msg.message.packet
             && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
-            && !msg.message.has(&Attribute::DeliverToApplication)
         {
-            msg.message.add(Attribute::DeliverToApplication);
+            keyframe_requests_first(packets);
+            if !msg.message.has(&Attribute::DeliverToApplication) {
+                msg.message.add(Attribute::DeliverToApplication);
+            }
         }
         self.read_queue.push_back(msg);
         Ok(())
@@ -65,6 +76,16 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestMarker {
     fn poll_timeout(&mut self) -> Option<Self::Time> {
         None
     }
+}
+
+/// Moves the keyframe requests of a compound packet to its front, keeping the order within each part.
+fn keyframe_requests_first(packets: &mut Vec<Box<dyn rtc::rtcp::Packet>>) {
+    if packets.first().is_some_and(|p| is_keyframe_request(p.as_ref())) {
+        return;
+    }
+    let (mut requests, rest): (Vec<_>, Vec<_>) = packets.drain(..).partition(|p| is_keyframe_request(p.as_ref()));
+    requests.extend(rest);
+    *packets = requests;
 }
 
 impl Interceptor for KeyframeRequestMarker {
@@ -180,6 +201,42 @@ mod tests {
     fn pli_is_a_keyframe_request_and_a_receiver_report_is_not() {
         assert!(is_keyframe_request(&PictureLossIndication { sender_ssrc: 1, media_ssrc: 2 }));
         assert!(!is_keyframe_request(&ReceiverReport::default()));
+    }
+
+    /// A browser's compound: its receiver report first, with a report block on our RTX stream (an SSRC no track
+    /// has), then the PLI. The marker delivers it with the PLI first, so webrtc-rs files it under the PLI's track.
+    #[test]
+    fn the_marker_puts_a_keyframe_request_first_in_its_compound_and_delivers_it() {
+        use rtc::interceptor::AttributedPacket;
+        use rtc::rtcp::reception_report::ReceptionReport;
+        use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+        let rtx_ssrc = 0xDEAD_BEEF;
+        let report = ReceiverReport { ssrc: 1, reports: vec![ReceptionReport { ssrc: rtx_ssrc, ..Default::default() }], ..Default::default() };
+        let nack = TransportLayerNack { sender_ssrc: 1, media_ssrc: 7, nacks: vec![] };
+        let compound: Vec<Box<dyn rtc::rtcp::Packet>> =
+            vec![Box::new(report.clone()), Box::new(nack), Box::new(PictureLossIndication { sender_ssrc: 1, media_ssrc: 7 })];
+        let read = |packets: Vec<Box<dyn rtc::rtcp::Packet>>| {
+            let mut marker = KeyframeRequestMarker::default();
+            let msg = TaggedPacket { now: Instant::now(), transport: Default::default(), message: AttributedPacket::new(Packet::Rtcp(packets)) };
+            marker.handle_read(msg).unwrap();
+            let out = marker.poll_read().expect("passed on");
+            assert!(marker.poll_read().is_none());
+            out
+        };
+        let out = read(compound);
+        assert!(out.message.has(&Attribute::DeliverToApplication));
+        let Packet::Rtcp(packets) = &out.message.packet else { panic!("still RTCP") };
+        assert_eq!(packets.len(), 3, "nothing dropped");
+        assert!(is_keyframe_request(packets[0].as_ref()), "the PLI leads");
+        assert_eq!(packets[0].destination_ssrc(), vec![7], "so the compound's first destination is the PLI's stream");
+        assert_eq!(packets[1].destination_ssrc(), vec![rtx_ssrc], "the rest keep their order: the report");
+        assert_eq!(packets[2].destination_ssrc(), vec![7], "then the NACK");
+
+        // Without a keyframe request, nothing is marked or moved.
+        let out = read(vec![Box::new(report)]);
+        assert!(!out.message.has(&Attribute::DeliverToApplication));
+        let Packet::Rtcp(packets) = &out.message.packet else { panic!("still RTCP") };
+        assert_eq!(packets[0].destination_ssrc(), vec![rtx_ssrc]);
     }
 
     #[test]

@@ -334,7 +334,8 @@ export function checkPrerequisites(...bins) {
  * A network namespace like a clinic machine with no uplink: loopback and one veth interface with one static
  * address, and no default route (so no DNS, no internet, no multicast or IPv6 route). The veth's other end stays
  * in this namespace with an address on the same /24, so the test itself can reach the server; nothing else is
- * routed. Needs root (`ip netns`). Resolves to `{ name, address, outer, remove() }` (`outer`: this side's end).
+ * routed. Needs root (`ip netns`). Resolves to `{ name, address, outerAddress, remove() }`: `address` is the
+ * namespace's own, `outerAddress` the veth end outside it (this machine, as seen from inside).
  */
 export function makeNetns() {
   const id = process.pid % 100000;
@@ -371,7 +372,7 @@ export function makeNetns() {
     remove();
     throw new Error(`could not create network namespace ${name} (needs root and iproute2): ${err.stderr || err}`);
   }
-  return { name, address: `${subnet}.2`, outer: `${subnet}.1`, remove };
+  return { name, address: `${subnet}.2`, outerAddress: `${subnet}.1`, remove };
 }
 
 /**

@@ -36,8 +36,8 @@ before(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'telehealth-tcp-'));
   server = await h.startGateway(
     tmp,
-    { TELEHEALTH_API_KEYS: apiKey, TELEHEALTH_PROVIDER: 'local', RTC_BIND_IPS: netns.outer },
-    { host: netns.outer, https: true },
+    { TELEHEALTH_API_KEYS: apiKey, TELEHEALTH_PROVIDER: 'local', RTC_BIND_IPS: netns.outerAddress },
+    { host: netns.outerAddress, https: true },
   );
   browsers.push(await h.launchBrowser({ loopback: false }), await h.launchBrowser({ netns: netns.name, loopback: false }));
 });
@@ -73,7 +73,7 @@ test('a page whose network drops all UDP gets two-way video over ICE-TCP', { ski
   const doctor = await h.selectedPair(pages[0]);
   console.log(`tcp: patient's pair ${JSON.stringify(patient)}; doctor's ${JSON.stringify(doctor)}`);
   assert.equal(patient.local.protocol, 'tcp', `the patient's media goes over TCP: ${JSON.stringify(patient)}`);
-  assert.equal(patient.remote.address, netns.outer, JSON.stringify(patient));
+  assert.equal(patient.remote.address, netns.outerAddress, JSON.stringify(patient));
   // The firewall really dropped UDP: its counter saw the patient's attempts.
   const rules = execFileSync('ip', ['netns', 'exec', netns.name, 'nft', 'list', 'chain', 'inet', 'firewall', 'out']).toString();
   const dropped = Number(/counter packets (\d+)/.exec(rules)?.[1] ?? 0);

@@ -8,6 +8,8 @@
 
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use signaling::{ClientMessage, ServerMessage};
@@ -252,6 +254,22 @@ impl MediaPeer {
         for r in &remotes {
             let ssrc = r.ssrcs().await.first().copied().unwrap_or_default();
             let _ = r.write_rtcp(vec![Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc })]).await;
+        }
+        remotes.len()
+    }
+
+    /// Sends a PLI on every video track we receive as Chromium does: in a compound packet that starts with a
+    /// receiver report whose first report block is about `report_ssrc` (Chromium's is often our RTX stream's).
+    pub async fn send_pli_behind_report(&self, report_ssrc: u32) -> usize {
+        let remotes: Vec<_> = self.received.video_remotes.lock().unwrap().clone();
+        for r in &remotes {
+            let ssrc = r.ssrcs().await.first().copied().unwrap_or_default();
+            let report = ReceiverReport {
+                ssrc: 1,
+                reports: vec![ReceptionReport { ssrc: report_ssrc, ..Default::default() }, ReceptionReport { ssrc, ..Default::default() }],
+                ..Default::default()
+            };
+            let _ = r.write_rtcp(vec![Box::new(report), Box::new(PictureLossIndication { sender_ssrc: 1, media_ssrc: ssrc })]).await;
         }
         remotes.len()
     }

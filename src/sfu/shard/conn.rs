@@ -10,7 +10,7 @@ use super::super::memnet::Datagram;
 use rtc::shared::TransportProtocol;
 use super::super::stats::SfuStats;
 use crate::sfu::candidates::{candidate_to_signal, host_candidate, srflx_candidate, tcp_passive_candidate};
-use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Registry, Slot};
+use rtc::interceptor::{NackGeneratorBuilder, NackGeneratorInterceptor, NackResponderBuilder, Registry, Slot};
 use rtc::media_stream::MediaStreamTrackId;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
@@ -37,6 +37,22 @@ const KEYFRAME_MARKER_SLOT: Slot = Slot::Custom(20_000);
 /// ~1.2 MB of payload per video leg, which measured as most of a media participant's memory; 256 still made
 /// about a third of a participant's 0.65 MB.
 const NACK_HISTORY_PACKETS: u16 = 128;
+
+/// How many times we ask a publisher for one missing packet (once per 100 ms, the generator's interval): for about
+/// a second, three or four round trips on a 250 ms path, as many tries as Chromium's own NACK module makes.
+///
+/// The cap matters because webrtc-rs's NACK generator sits before RTX is unwrapped: a packet that came back as a
+/// retransmission arrived on the RTX stream's SSRC, so it still looks missing to the generator, which (uncapped)
+/// asked for it again every 100 ms until 512 packets later. Through 5 % loss and 100 ms ± 30 ms delay each way
+/// (tests/browser/badnet.test.mjs) a publisher then sent 1,235 retransmissions in 20 s, most of its video
+/// packets, and its viewer decoded 320x240 at 9 fps; capped, about 200, and 640x480 at the camera's 20 fps.
+const NACK_MAX_PER_PACKET: u16 = 10;
+
+/// webrtc-rs's NACK generator with its defaults (100 ms interval, 512-packet log), capped at
+/// `NACK_MAX_PER_PACKET` requests per missing packet.
+fn nack_generator() -> NackGeneratorInterceptor {
+    NackGeneratorBuilder::new().with_max_nacks_per_packet(NACK_MAX_PER_PACKET).build()
+}
 
 /// A connection's id, unique for the shard's lifetime (never reused, so a late command cannot reach a
 /// newcomer).
@@ -102,7 +118,7 @@ fn interceptors(media_engine: &mut MediaEngine) -> Result<Registry, PeerError> {
     }
     let registry = Registry::new()
         .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY_PACKETS).build())
-        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+        .with(Slot::NackGenerator, nack_generator());
     configure_simulcast_extension_headers(media_engine).map_err(PeerError::engine)?;
     let registry = configure_twcc_receiver_only(registry, media_engine).map_err(PeerError::engine)?;
     Ok(configure_rtcp_reports(registry).with(KEYFRAME_MARKER_SLOT, KeyframeRequestMarker::default()))
@@ -238,5 +254,53 @@ impl Conn {
             let tcp = w.transport.transport_protocol == TransportProtocol::TCP;
             tx.push(Datagram { from: w.transport.local_addr, to: w.transport.peer_addr, data: w.message, received: None, tcp });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::interceptor::{AttributedPacket, Interceptor, Packet, RTCPFeedback, StreamInfo, TaggedPacket};
+    use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+    use rtc::rtp;
+    use std::time::Duration;
+
+    fn rtp_at(ssrc: u32, seq: u16, now: Instant) -> TaggedPacket {
+        let header = rtp::header::Header { version: 2, ssrc, sequence_number: seq, ..Default::default() };
+        let packet = rtp::Packet { header, payload: Default::default() };
+        TaggedPacket { now, transport: Default::default(), message: AttributedPacket::new(Packet::Rtp(packet)) }
+    }
+
+    /// A packet lost on the way in and then recovered through RTX (on the RTX stream's SSRC, which the generator
+    /// does not watch) is asked for `NACK_MAX_PER_PACKET` times, not for as long as it stays in the receive log.
+    #[test]
+    fn a_missing_packet_is_asked_for_a_bounded_number_of_times() {
+        let (media, rtx) = (1111, 2222);
+        let mut generator = nack_generator();
+        let nack = RTCPFeedback { typ: "nack".to_owned(), parameter: String::new() };
+        generator.bind_remote_stream(&StreamInfo { ssrc: media, rtcp_feedback: vec![nack], ..Default::default() });
+        let t0 = Instant::now();
+        for seq in [10, 11, 13] {
+            generator.handle_read(rtp_at(media, seq, t0)).unwrap();
+        }
+        generator.handle_read(rtp_at(rtx, 500, t0)).unwrap(); // 12, retransmitted
+        let mut asked = Vec::new();
+        // 5 s of media at 10 packets a second, and the generator's timer.
+        for tick in 1..=50u16 {
+            let now = t0 + Duration::from_millis(100 * u64::from(tick));
+            generator.handle_read(rtp_at(media, 13 + tick, now)).unwrap();
+            generator.handle_timeout(now).unwrap();
+            while generator.poll_read().is_some() {}
+            while let Some(out) = generator.poll_write() {
+                let Packet::Rtcp(packets) = &out.message.packet else { continue };
+                for nack in packets.iter().filter_map(|p| p.as_any().downcast_ref::<TransportLayerNack>()) {
+                    assert_eq!(nack.media_ssrc, media);
+                    asked.extend(nack.nacks.iter().flat_map(|pair| pair.packet_list()).map(|seq| (tick, seq)));
+                }
+            }
+        }
+        assert!(asked.iter().all(|&(_, seq)| seq == 12), "only 12 is missing: {asked:?}");
+        assert_eq!(asked.len(), usize::from(NACK_MAX_PER_PACKET), "asked for 12 at {asked:?}");
+        assert!(asked.iter().all(|&(tick, _)| tick <= NACK_MAX_PER_PACKET), "once per 100 ms from the first: {asked:?}");
     }
 }
