@@ -12,6 +12,7 @@
 
 pub mod client;
 mod messages;
+pub mod object;
 
 pub use client::{ClientError, SignalingClient, SignalingReceiver, SignalingSender};
 pub use messages::*;

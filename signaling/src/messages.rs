@@ -1,16 +1,13 @@
 //! Message types, one enum per direction.
 
-use serde::de::value::MapAccessDeserializer;
-use serde::de::{MapAccess, Visitor};
+use crate::object::{FromObject, deserialize_object};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::fmt;
-use std::marker::PhantomData;
 
 /// Largest frame the server accepts. An SDP offer with a dozen m-lines is well under 16 KiB.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
 /// An ICE candidate as the browser's `RTCIceCandidateInit` serialises it. A JSON object only (see
-/// `object_only`).
+/// `object`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(remote = "Self", rename_all = "camelCase")]
 pub struct IceCandidate {
@@ -50,7 +47,7 @@ pub struct Participant {
 }
 
 /// Frames a client sends. Unknown `type`s and wrongly typed fields are errors; unknown extra fields are
-/// ignored, so a newer page can talk to an older gateway. A frame is a JSON object (see `object_only`).
+/// ignored, so a newer page can talk to an older gateway. A frame is a JSON object (see `object`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(remote = "Self", tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum ClientMessage {
@@ -98,7 +95,7 @@ impl Serialize for ClientMessage {
 
 impl<'de> Deserialize<'de> for ClientMessage {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        object_only(deserializer)
+        deserialize_object(deserializer)
     }
 }
 
@@ -117,7 +114,7 @@ impl Serialize for IceCandidate {
 
 impl<'de> Deserialize<'de> for IceCandidate {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        object_only(deserializer)
+        deserialize_object(deserializer)
     }
 }
 
@@ -126,29 +123,6 @@ impl FromObject for IceCandidate {
     fn from_object<'de, D: Deserializer<'de>>(object: D) -> Result<Self, D::Error> {
         IceCandidate::deserialize(object)
     }
-}
-
-/// A type read by its derived deserializer, from a map only.
-trait FromObject: Sized {
-    const EXPECTING: &'static str;
-    fn from_object<'de, D: Deserializer<'de>>(object: D) -> Result<Self, D::Error>;
-}
-
-/// Deserialises `T` from a JSON object and nothing else. serde's derives also accept a struct's positional
-/// form (`["candidate:1 …", "0", 0]`) and an internally tagged enum's (`["leave"]`, `["offer", "v=0"]`), which
-/// are not frames of this protocol: a client that sends one gets `BadRequest` like for any other non-object.
-fn object_only<'de, D: Deserializer<'de>, T: FromObject>(deserializer: D) -> Result<T, D::Error> {
-    struct ObjectVisitor<T>(PhantomData<T>);
-    impl<'de, T: FromObject> Visitor<'de> for ObjectVisitor<T> {
-        type Value = T;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str(T::EXPECTING)
-        }
-        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-            T::from_object(MapAccessDeserializer::new(map))
-        }
-    }
-    deserializer.deserialize_map(ObjectVisitor(PhantomData))
 }
 
 /// Frames the server sends.

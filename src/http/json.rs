@@ -2,7 +2,7 @@
 //!
 //! A body is a JSON object. serde's derives also read a struct from its positional form (`["Jordan", null, …]`)
 //! and an internally tagged enum from `["get-meeting", "<id>"]`; `object_only!` makes a type whose derive is
-//! `#[serde(remote = "Self")]` read from an object and nothing else, so any other JSON is a 400 like every
+//! `#[serde(remote = "Self")]` read from an object and nothing else (`signaling::object`, shared with the frames), so any other JSON is a 400 like every
 //! body of the wrong shape.
 //!
 //! A refusal names where and what was wrong (`meetingId: invalid type, expected a string`), never the value:
@@ -11,39 +11,13 @@
 //! may log.
 
 use axum::extract::rejection::JsonRejection;
-use serde::Deserializer;
-use serde::de::value::MapAccessDeserializer;
-use serde::de::{MapAccess, Visitor};
 use std::error::Error as _;
-use std::fmt;
-use std::marker::PhantomData;
-
-/// A type read by its derived (`remote = "Self"`) deserializer, from a map only. Implemented by `object_only!`.
-pub trait FromObject: Sized {
-    const EXPECTING: &'static str;
-    fn from_object<'de, D: Deserializer<'de>>(object: D) -> Result<Self, D::Error>;
-}
-
-/// Deserialises `T` from a JSON object, refusing any other JSON value with serde's `invalid type`.
-pub fn deserialize_object<'de, D: Deserializer<'de>, T: FromObject>(deserializer: D) -> Result<T, D::Error> {
-    struct ObjectVisitor<T>(PhantomData<T>);
-    impl<'de, T: FromObject> Visitor<'de> for ObjectVisitor<T> {
-        type Value = T;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str(T::EXPECTING)
-        }
-        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-            T::from_object(MapAccessDeserializer::new(map))
-        }
-    }
-    deserializer.deserialize_map(ObjectVisitor(PhantomData))
-}
 
 /// `object_only!(Type, "a JSON object …")`: `Deserialize` for `Type`, whose derive carries
 /// `#[serde(remote = "Self")]`, from a JSON object only.
 macro_rules! object_only {
     ($ty:ty, $expecting:literal) => {
-        impl $crate::http::json::FromObject for $ty {
+        impl signaling::object::FromObject for $ty {
             const EXPECTING: &'static str = $expecting;
             fn from_object<'de, D: serde::Deserializer<'de>>(object: D) -> Result<Self, D::Error> {
                 // The inherent function `remote = "Self"` generated: the derived deserializer.
@@ -52,7 +26,7 @@ macro_rules! object_only {
         }
         impl<'de> serde::Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                $crate::http::json::deserialize_object(deserializer)
+                signaling::object::deserialize_object(deserializer)
             }
         }
     };
