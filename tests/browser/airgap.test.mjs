@@ -12,7 +12,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as h from './harness.mjs';
-import { eventually } from './harness.mjs';
 
 const apiKey = randomBytes(24).toString('base64url').slice(0, 32);
 // Outside CI a machine without root cannot make the namespace: say so and skip. In CI it must run.
@@ -51,13 +50,7 @@ test('with no default route, two pages on the LAN address see and hear each othe
   const pages = await h.preparePages(browser, server.httpsUrl, link, ['Dr. Okafor', 'Robin Patient'], pageConsole);
   await h.joinAll(pages);
   for (const page of pages) {
-    await eventually(
-      async () => {
-        const live = await h.liveStreams(page, 1000);
-        return live.video.length === 1 && live.audio === 1;
-      },
-      { timeout: 30_000, interval: 200, what: 'the other participant decoding, over the LAN address' },
-    );
+    await h.receivesMedia(page, 'the other participant decoding, over the LAN address', { exact: true });
     const selected = await h.selectedPair(page);
     const pair = { local: selected.local.address, remote: selected.remote.address };
     // The browser's side of the pair is the LAN address (it gathers no loopback candidates); the SFU's side may be

@@ -247,13 +247,7 @@ test(TITLE, { skip, timeout: 120_000 }, async () => {
   const joinedAt = Date.now();
   await h.joinAll(pages);
   for (const [i, page] of pages.entries()) {
-    await eventually(
-      async () => {
-        const live = await h.liveStreams(page, 1000);
-        return live.video.length === 1 && live.audio === 1;
-      },
-      { timeout: 30_000, interval: 200, what: `${NAMES[i]}: the other's video decoding and audio arriving, through the relay` },
-    ).catch(async (err) => {
+    await h.receivesMedia(page, `${NAMES[i]}: the other's video decoding and audio arriving, through the relay`, { exact: true }).catch(async (err) => {
       // What each page's peer connection reached, for the failure message.
       const states = await Promise.all(
         pages.map((p) => p.evaluate(() => ({ state: window.__telehealth.state, pc: window.__telehealth.pc?.connectionState }))),

@@ -165,14 +165,9 @@ async function join(page) {
 }
 
 /** Waits until `page` receives `video` growing remote videos and `audio` growing audio streams (at least). */
-async function receives(page, who, { video, audio }, timeout = 20_000) {
-  await eventually(
-    async () => {
-      const live = await h.liveStreams(page, 1000);
-      return live.video.length >= video && live.audio >= audio && live;
-    },
-    { timeout, interval: 100, what: `${who}: ${video} remote video(s) decoding and ${audio} audio stream(s) arriving` },
-  );
+function receives(page, who, { video, audio }, timeout = 20_000) {
+  const what = `${who}: ${video} remote video(s) decoding and ${audio} audio stream(s) arriving`;
+  return h.receivesMedia(page, what, { video, audio, timeout, interval: 100 });
 }
 
 const tilesShown = (page) => page.evaluate(() => window.__tilesShown.size);

@@ -240,6 +240,21 @@ export function inboundStats(page) {
   });
 }
 
+/**
+ * Waits until `page` decodes `video` remote videos (each growing) and receives `audio` audio streams: at least
+ * that many, or with `exact` that many and no more. `what` names the wait in the failure message.
+ */
+export function receivesMedia(page, what, { video = 1, audio = video, exact = false, timeout = 30_000, interval = 200 } = {}) {
+  const enough = (n, want) => (exact ? n === want : n >= want);
+  return eventually(
+    async () => {
+      const live = await liveStreams(page, 1000);
+      return enough(live.video.length, video) && enough(live.audio, audio);
+    },
+    { timeout, interval, what },
+  );
+}
+
 /** The selected candidate pair of the page's peer connection: each side's protocol, address, port and type. */
 export function selectedPair(page) {
   return page.evaluate(async () => {

@@ -28,14 +28,8 @@ const pageConsole = [];
 const remoteTiles = (page) => page.locator('.tile--remote').count();
 
 /** Waits until `page` decodes `n` remote videos (each growing) and receives `n` audio streams. */
-async function decodesEveryone(page, n, who) {
-  await eventually(
-    async () => {
-      const live = await h.liveStreams(page, 1000);
-      return live.video.length >= n && live.audio >= n;
-    },
-    { timeout: 30_000, interval: 200, what: `${who}: ${n} remote videos decoding and ${n} audio streams` },
-  );
+function decodesEveryone(page, n, who) {
+  return h.receivesMedia(page, `${who}: ${n} remote videos decoding and ${n} audio streams`, { video: n });
 }
 
 before(async () => {

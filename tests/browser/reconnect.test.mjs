@@ -31,14 +31,8 @@ const remoteTiles = (page) => page.locator('.tile--remote').count();
 const state = (page) => page.evaluate(() => window.__telehealth.state);
 
 /** Waits until `page` decodes one remote video (growing) and receives one audio stream. */
-async function decodesTheOther(page, who, timeout = 30_000) {
-  await eventually(
-    async () => {
-      const live = await h.liveStreams(page, 1000);
-      return live.video.length >= 1 && live.audio >= 1;
-    },
-    { timeout, interval: 100, what: `${who}: the other's video decoding and audio arriving` },
-  );
+function decodesTheOther(page, who, timeout = 30_000) {
+  return h.receivesMedia(page, `${who}: the other's video decoding and audio arriving`, { timeout, interval: 100 });
 }
 
 /**

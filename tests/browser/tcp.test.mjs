@@ -14,7 +14,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as h from './harness.mjs';
-import { eventually } from './harness.mjs';
 
 const apiKey = randomBytes(24).toString('base64url').slice(0, 32);
 // Outside CI a machine without root cannot make the namespace: say so and skip. In CI it must run.
@@ -61,13 +60,7 @@ test('a page whose network drops all UDP gets two-way video over ICE-TCP', { ski
   }
   await h.joinAll(pages);
   for (const [i, page] of pages.entries()) {
-    await eventually(
-      async () => {
-        const live = await h.liveStreams(page, 1000);
-        return live.video.length === 1 && live.audio === 1;
-      },
-      { timeout: 30_000, interval: 200, what: `${names[i]}: the other's video decoding and audio arriving` },
-    );
+    await h.receivesMedia(page, `${names[i]}: the other's video decoding and audio arriving`, { exact: true });
   }
   const patient = await h.selectedPair(pages[1]);
   const doctor = await h.selectedPair(pages[0]);
