@@ -3,6 +3,7 @@
 
 pub mod invites;
 pub mod limits;
+pub mod turn;
 
 use crate::ids::Provider;
 use crate::notify::config::NotifyConfig;
@@ -11,6 +12,7 @@ use crate::sfu::{SfuConfig, SrtpProfiles};
 use anyhow::{Context, bail};
 pub use invites::InviteLifetime;
 pub use limits::{LimitsConfig, RateLimit};
+pub use turn::{TurnConfig, TurnListenConfig};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -141,10 +143,13 @@ pub struct Config {
     /// `RESUME_WINDOW_SECS`: how long a participant whose connection dropped keeps its place before the others
     /// see it leave (default 60 s; 0: leave at once).
     pub resume_window: Duration,
-    /// `TURN_URLS`, `TURN_SECRET`, `TURN_TTL_SECS`: a TURN server (coturn with `use-auth-secret`, or any that
-    /// checks TURN REST credentials) handed to the join pages, each with a credential valid `TURN_TTL_SECS`
-    /// (default 6 h). Unset: none; nothing is contacted unless configured.
+    /// `TURN_URLS`, `TURN_SECRET`, `TURN_TTL_SECS`: the TURN servers (coturn with `use-auth-secret`, any that
+    /// checks TURN REST credentials, or the embedded one) handed to the join pages, each with a credential valid
+    /// `TURN_TTL_SECS` (default 6 h). Unset: none; nothing is contacted unless configured.
     pub turn: Option<TurnConfig>,
+    /// `TURN_UDP_ADDR`, `TURN_TCP_ADDR`, `TURN_TLS_ADDR` (+ `TURN_RELAY_IP`, `TURN_MAX_ALLOCATIONS`): the
+    /// embedded TURN server's listeners. Unset: it does not run.
+    pub turn_server: Option<TurnListenConfig>,
     /// `SOCKET_STALL_SECS`: how long a participant's socket may stay too far behind (news skipped) before it is
     /// detached as not reading (default 10 s).
     pub socket_stall: Duration,
@@ -182,43 +187,6 @@ impl Default for ClinicConfig {
 
 /// A console session is a bearer of the practice's data on a shared tablet: a week is the longest it may live.
 const MAX_CONSOLE_SESSION_HOURS: u64 = 168;
-
-/// The TURN servers handed to participants, and the secret their credentials are derived from.
-#[derive(Clone)]
-pub struct TurnConfig {
-    /// `turn:` / `turns:` URLs, as RTCPeerConnection's `iceServers` takes them.
-    pub urls: Vec<String>,
-    pub secret: Vec<u8>,
-    /// How long a credential stays valid.
-    pub ttl: Duration,
-}
-
-impl std::fmt::Debug for TurnConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TurnConfig").field("urls", &self.urls).field("secret", &"<redacted>").field("ttl", &self.ttl).finish()
-    }
-}
-
-/// `TURN_URLS` + `TURN_SECRET` (+ `TURN_TTL_SECS`): both or neither.
-fn turn_from_env() -> anyhow::Result<Option<TurnConfig>> {
-    let urls: Vec<String> =
-        var("TURN_URLS").map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()).unwrap_or_default();
-    let secret = var("TURN_SECRET").unwrap_or_default();
-    match (urls.is_empty(), secret.is_empty()) {
-        (true, true) => return Ok(None),
-        (false, true) => bail!("TURN_URLS is set but TURN_SECRET is not: the pages' TURN credentials are derived from it"),
-        (true, false) => bail!("TURN_SECRET is set but TURN_URLS is not"),
-        (false, false) => {}
-    }
-    if let Some(bad) = urls.iter().find(|u| !(u.starts_with("turn:") || u.starts_with("turns:"))) {
-        bail!("TURN_URLS: {bad:?} is not a turn: or turns: URL");
-    }
-    let ttl = parse_var("TURN_TTL_SECS", 6 * 3600u64)?;
-    if !(60..=7 * 24 * 3600).contains(&ttl) {
-        bail!("TURN_TTL_SECS must be from 60 to 604800 (one week)");
-    }
-    Ok(Some(TurnConfig { urls, secret: secret.into_bytes(), ttl: Duration::from_secs(ttl) }))
-}
 
 /// An on/off switch (`on`, `true`, `1` / `off`, `false`, `0`), `default` when unset.
 fn on_off(name: &str, default: bool) -> anyhow::Result<bool> {
@@ -348,6 +316,7 @@ impl Config {
             resume_window: Duration::from_secs(60),
             socket_stall: Duration::from_secs(10),
             turn: None,
+            turn_server: None,
             max_body_bytes: 64 * 1024,
             limits: LimitsConfig::default(),
             invites: InviteLifetime::default(),
@@ -429,6 +398,7 @@ impl Config {
             bail!("HTTP_REQUEST_TIMEOUT_MS must be above CHIME_TIMEOUT_MS ({} ms)", chime.call_timeout.as_millis());
         }
         let meeting_grace = Duration::from_secs(parse_var("MEETING_GRACE_SECS", 30 * 60u64)?);
+        let (turn, turn_server) = turn::from_lookup(var)?;
         Ok(Self {
             http_addr: parse_var("HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             https_addr,
@@ -457,7 +427,8 @@ impl Config {
             shutdown_grace: Duration::from_secs(parse_var("SHUTDOWN_GRACE_SECS", 5u64)?),
             resume_window: Duration::from_secs(parse_var("RESUME_WINDOW_SECS", 60u64)?),
             socket_stall: Duration::from_secs(parse_var("SOCKET_STALL_SECS", 10u64)?.max(1)),
-            turn: turn_from_env()?,
+            turn,
+            turn_server,
             max_body_bytes: positive("MAX_BODY_BYTES", 64 * 1024usize)?,
             limits,
             invites: invites::from_lookup(var, meeting_grace)?,

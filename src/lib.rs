@@ -26,3 +26,4 @@ pub mod server;
 pub mod sfu;
 pub mod store;
 pub mod tls;
+pub mod turn;

@@ -26,6 +26,7 @@ use crate::appointments::notices::Notices;
 use crate::notify::outbox::{OutboxWorker, Transports};
 use crate::store;
 use crate::tls;
+use crate::turn::{EmbeddedTurn, TurnSetup};
 use anyhow::Context;
 use axum::Extension;
 use axum_server::accept::DefaultAcceptor;
@@ -45,6 +46,8 @@ pub struct Server {
     https: Option<HttpsListener>,
     /// This start's one-time console sign-in token, shown in the banner only.
     login_token: String,
+    /// The embedded TURN server, when configured; it stops when the server does.
+    turn: Option<EmbeddedTurn>,
 }
 
 struct HttpsListener {
@@ -60,13 +63,15 @@ impl Server {
         let config = Arc::new(config);
         let store = store::Store::connect(&config.database_url).await?;
         let auth = Arc::new(Auth::load(&config)?);
+        let sfu = Sfu::new(config.sfu.clone())?;
+        let (embedded_turn, turn) = start_turn(&config, &sfu).await?;
         let rooms_config = RoomsConfig {
             resume_window: config.resume_window,
             max_participants: config.local_max_participants,
             stall_timeout: config.socket_stall,
-            turn: config.turn.clone(),
+            turn,
         };
-        let rooms = Rooms::with_config(Sfu::new(config.sfu.clone())?, rooms_config);
+        let rooms = Rooms::with_config(sfu, rooms_config);
         let metrics = Metrics::new(Arc::clone(&rooms));
         let capacity =
             LocalCapacity { max_meetings: config.local_max_meetings, max_participants: config.local_max_participants };
@@ -104,7 +109,9 @@ impl Server {
             metrics,
             shutdown: Shutdown::default(),
         };
-        Self::with_state(state).await
+        let mut server = Self::with_state(state).await?;
+        server.turn = embedded_turn;
+        Ok(server)
     }
 
     /// Binds the listeners for an already assembled state (a test may swap the store or provider).
@@ -129,7 +136,7 @@ impl Server {
         };
         // A fresh link every start: whoever reads the terminal can open the console without typing the key.
         let login_token = state.auth.console().issue_login_link();
-        Ok(Self { state, http, https, login_token })
+        Ok(Self { state, http, https, login_token, turn: None })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -142,6 +149,11 @@ impl Server {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// The embedded TURN server, when `TURN_UDP_ADDR`, `TURN_TCP_ADDR` or `TURN_TLS_ADDR` is set.
+    pub fn turn(&self) -> Option<&EmbeddedTurn> {
+        self.turn.as_ref()
     }
 
     /// The startup banner for stdout: mode, URLs, and how to authenticate. A generated API key appears here,
@@ -174,6 +186,10 @@ impl Server {
         }
         let console_base = self.state.config.app_url.clone().unwrap_or_else(|| http_url.clone());
         let minutes = crate::auth::console::LOGIN_LINK_TTL.as_secs() / 60;
+        if let Some(turn) = &self.state.rooms.config().turn {
+            let which = if self.turn.is_some() { "embedded TURN server" } else { "TURN" };
+            let _ = writeln!(b, "  {which} for patients behind firewalls: {}", turn.urls.join(", "));
+        }
         let _ = writeln!(b, "Practitioner console: {console_base}/ (sign in with the API key)");
         let link = format!("{console_base}/console/login?token={}", self.login_token);
         let _ = writeln!(b, "  one-time sign-in link (works once, for {minutes} min): {link}");
@@ -205,7 +221,9 @@ impl Server {
 
     /// Serves until `signal` resolves, then drains rooms and stops both listeners gracefully.
     pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Server { state, http, https, .. } = self;
+        let Server { state, http, https, turn, .. } = self;
+        // Relays stop with the server (after the rooms have drained), not before.
+        let _turn = turn;
         let app = http::router(state.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
         let grace = state.config.shutdown_grace;
@@ -266,6 +284,45 @@ impl Server {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Starts the embedded TURN server when configured, and works out the TURN settings pages get with `joined`:
+/// the configured ones, with the embedded server's own URLs when `TURN_URLS` does not name them.
+async fn start_turn(config: &Config, sfu: &Sfu) -> anyhow::Result<(Option<EmbeddedTurn>, Option<crate::config::TurnConfig>)> {
+    let Some(listen) = &config.turn_server else { return Ok((None, config.turn.clone())) };
+    let mut turn = config.turn.clone().context("the embedded TURN server has no secret")?;
+    let tls = match listen.tls {
+        Some(_) => Some(tls::server_config(&tls::ensure_cert(&config.certs_dir)?)?),
+        None => None,
+    };
+    let relay_ip = listen.relay_ip.or_else(|| sfu.bind_ips().first().copied()).context("no address for TURN relays")?;
+    let setup =
+        TurnSetup { secret: turn.secret.clone(), relay_ip, allowed_peers: sfu.media_addrs().iter().copied().collect(), tls };
+    let server = EmbeddedTurn::start(listen, setup).await?;
+    if turn.urls.is_empty() {
+        turn.urls = server.urls(&turn_host(config, relay_ip));
+    }
+    Ok((Some(server), Some(turn)))
+}
+
+/// Where pages reach the embedded TURN server: APP_URL's host (the name its certificate carries), else
+/// RTC_PUBLIC_IP, else a listener's own address, else the relay address.
+fn turn_host(config: &Config, relay_ip: std::net::IpAddr) -> String {
+    if let Some(host) = config.app_url.as_deref().and_then(|u| url::Url::parse(u).ok()).and_then(|u| u.host_str().map(str::to_owned)) {
+        return host;
+    }
+    if let Some(ip) = config.sfu.public_ip {
+        return ip.to_string();
+    }
+    let listen = config.turn_server.as_ref();
+    listen
+        .into_iter()
+        .flat_map(|l| [l.udp, l.tcp, l.tls])
+        .flatten()
+        .map(|a| a.ip())
+        .find(|ip| !ip.is_unspecified())
+        .unwrap_or(relay_ip)
+        .to_string()
 }
 
 /// HTTP/1: a connection must deliver each request head within `timeout` of opening or of its previous

@@ -39,6 +39,23 @@ pub fn ensure_cert(certs_dir: &Path) -> anyhow::Result<CertFiles> {
     Ok(CertFiles { cert, key, generated: true })
 }
 
+/// A rustls server configuration for the pair (the embedded TURN server's TLS listener; the HTTPS listener
+/// loads the same files through axum-server).
+pub fn server_config(files: &CertFiles) -> anyhow::Result<std::sync::Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("reading {}", files.cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).with_context(|| format!("reading {}", files.key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the TLS certificate and key do not form a pair")?;
+    Ok(std::sync::Arc::new(config))
+}
+
 /// This machine's non-loopback interface addresses (the ones other LAN devices can reach).
 pub fn lan_addresses() -> Vec<IpAddr> {
     let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()

@@ -30,9 +30,15 @@ pub fn opaque_user(id: &str) -> String {
 /// TURN REST username and password for `user`, expiring at `expires` (unix seconds).
 pub fn credential(secret: &[u8], expires: u64, user: &str) -> (String, String) {
     let username = format!("{expires}:{user}");
+    let password = rest_password(secret, &username);
+    (username, password)
+}
+
+/// The password a TURN server derives for `username` from the shared secret (the embedded server checks with it).
+pub fn rest_password(secret: &[u8], username: &str) -> String {
     let mut mac = Hmac::<Sha1>::new_from_slice(secret).expect("HMAC accepts keys of any length");
     mac.update(username.as_bytes());
-    (username, STANDARD.encode(mac.finalize().into_bytes()))
+    STANDARD.encode(mac.finalize().into_bytes())
 }
 
 #[cfg(test)]

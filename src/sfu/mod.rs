@@ -46,6 +46,8 @@ use transport::{MemTransport, Transport};
 
 pub struct Sfu {
     bind_ips: Vec<IpAddr>,
+    /// Every shard's UDP address, as bound (and as advertised with `RTC_PUBLIC_IP`).
+    media_addrs: Vec<std::net::SocketAddr>,
     shards: Vec<Arc<ShardHandle>>,
     /// Which shard each room lives on, and how many of its connections are open.
     rooms: Arc<Mutex<HashMap<String, (usize, usize)>>>,
@@ -65,6 +67,7 @@ impl Sfu {
         }
         let stats = Arc::new(SfuStats::default());
         let mut shards = Vec::with_capacity(count);
+        let mut media_addrs = Vec::new();
         for i in 0..count {
             let transport: Box<dyn Transport> = match &config.memnet {
                 Some(net) => {
@@ -76,14 +79,25 @@ impl Sfu {
                     Box::new(bind_shard(i, &bind_ips, port, config.ice_tcp)?)
                 }
             };
+            for addr in transport.local_addrs() {
+                media_addrs.push(*addr);
+                media_addrs.extend(config.public_ip.map(|ip| std::net::SocketAddr::new(ip, addr.port())));
+            }
             shards.push(Arc::new(shard::spawn(i, transport, config.clone(), Arc::clone(&stats))?));
         }
-        Ok(Arc::new(Self { bind_ips, shards, rooms: Arc::default(), stats }))
+        media_addrs.sort();
+        media_addrs.dedup();
+        Ok(Arc::new(Self { bind_ips, media_addrs, shards, rooms: Arc::default(), stats }))
     }
 
     /// The addresses host candidates are gathered on.
     pub fn bind_ips(&self) -> &[IpAddr] {
         &self.bind_ips
+    }
+
+    /// The UDP addresses media reaches the shards on (the embedded TURN server relays to these only).
+    pub fn media_addrs(&self) -> &[std::net::SocketAddr] {
+        &self.media_addrs
     }
 
     /// The shard `room` lives on: where it already is, else the live shard with the fewest connections.

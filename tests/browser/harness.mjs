@@ -263,7 +263,13 @@ export function selectedPair(page) {
     stats.forEach((s) => {
       if (s.type === 'transport' && s.selectedCandidatePairId) selected = stats.get(s.selectedCandidatePairId);
     });
-    const side = (c) => ({ protocol: c?.protocol, address: c?.address ?? c?.ip, port: c?.port, type: c?.candidateType });
+    const side = (c) => ({
+      protocol: c?.protocol,
+      address: c?.address ?? c?.ip,
+      port: c?.port,
+      type: c?.candidateType,
+      relayProtocol: c?.relayProtocol,
+    });
     return { local: side(selected && stats.get(selected.localCandidateId)), remote: side(selected && stats.get(selected.remoteCandidateId)) };
   });
 }
@@ -306,7 +312,7 @@ export async function liveStreams(page, ms = 2000) {
  * browser does not); `fakeUi`: camera and microphone prompts are answered Allow by themselves (without it, a page
  * gets them only where its context was granted them, as in a real browser, and can be refused them).
  */
-export async function launchBrowser({ netns = null, loopback = true, fakeUi = true } = {}) {
+export async function launchBrowser({ netns = null, loopback = true, fakeUi = true, args = [] } = {}) {
   let executablePath = chromiumPath;
   let wrapperDir = null;
   if (netns) {
@@ -331,6 +337,7 @@ export async function launchBrowser({ netns = null, loopback = true, fakeUi = tr
       '--autoplay-policy=no-user-gesture-required',
       // The SFU may offer only loopback candidates (RTC_BIND_IPS=127.0.0.1); let Chrome pair with them directly.
       ...(loopback ? ['--allow-loopback-in-peer-connection'] : []),
+      ...args,
     ],
   });
   if (wrapperDir) browser.on('disconnected', () => fs.rmSync(wrapperDir, { recursive: true, force: true }));
