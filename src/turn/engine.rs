@@ -295,3 +295,231 @@ fn unix_now() -> u64 {
 pub fn family_of(ip: IpAddr) -> AddressFamily {
     if ip.is_ipv4() { AddressFamily::IPV4 } else { AddressFamily::IPV6 }
 }
+
+/// The engine against turn-server-proto's sibling client (turn-client-proto), both sans-IO: every message goes
+/// from one to the other in memory, so these tests see exactly what a client would get.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::turn::credential;
+    use turn_client_proto::api::{TurnConfig as ClientConfig, TurnEvent, TurnPollRet, TurnRecvRet};
+    use turn_client_proto::prelude::*;
+    use turn_client_proto::types::TurnCredentials;
+    use turn_client_proto::udp::TurnClientUdp;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[derive(Default)]
+    struct FakeIo {
+        to_clients: Vec<(SocketAddr, Vec<u8>)>,
+        to_peers: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+        next_port: u16,
+        closed: Vec<SocketAddr>,
+    }
+
+    impl Io for FakeIo {
+        fn send_client(&mut self, _listener: usize, to: SocketAddr, data: Vec<u8>) {
+            self.to_clients.push((to, data));
+        }
+        fn bind_relay(&mut self, _family: AddressFamily) -> std::io::Result<SocketAddr> {
+            self.next_port += 1;
+            Ok(SocketAddr::new([10, 0, 0, 1].into(), 50_000 + self.next_port))
+        }
+        fn send_peer(&mut self, relay: SocketAddr, to: SocketAddr, data: &[u8]) {
+            self.to_peers.push((relay, to, data.to_vec()));
+        }
+        fn close_relay(&mut self, relay: SocketAddr) {
+            self.closed.push(relay);
+        }
+        fn close_client(&mut self, _listener: usize, _client: SocketAddr) {}
+    }
+
+    struct Rig {
+        engine: Engine,
+        io: FakeIo,
+        client: TurnClientUdp,
+        events: Vec<TurnEvent>,
+        received: Vec<(SocketAddr, Vec<u8>)>,
+        base: std::time::Instant,
+        /// How far the client's clock runs ahead of the wall clock.
+        skew: Duration,
+    }
+
+    const SERVER: &str = "10.0.0.1:3478";
+    const CLIENT: &str = "192.0.2.7:50000";
+    const SFU: &str = "10.0.0.1:40000";
+
+    impl Rig {
+        fn new(username: &str, password: &str) -> Self {
+            let engine = Engine::new(&[(Kind::Udp, addr(SERVER))], SECRET.to_vec(), [addr(SFU)].into(), 10);
+            let mut config = ClientConfig::new(TurnCredentials::new(username, password));
+            // As browsers do: the name in USERNAME, not hashed (RFC 8489's USERHASH), since the gate reads it.
+            config.set_anonymous_username(turn_client_proto::stun::auth::Feature::Disabled);
+            let client = TurnClientUdp::allocate(addr(CLIENT), addr(SERVER), config);
+            Self { engine, io: FakeIo::default(), client, events: vec![], received: vec![], base: std::time::Instant::now(), skew: Duration::ZERO }
+        }
+
+        fn now(&self) -> Instant {
+            Instant::from_nanos((self.base.elapsed() + self.skew).as_nanos() as i64)
+        }
+
+        /// Moves messages both ways until neither side has anything to say.
+        fn pump(&mut self) {
+            for _ in 0..50 {
+                let now = self.now();
+                let mut moved = false;
+                let wait = match self.client.poll(now) {
+                    TurnPollRet::WaitUntil(at) => at.checked_duration_since(now),
+                    _ => None,
+                };
+                while let Some(t) = self.client.poll_transmit(now) {
+                    self.engine.from_client(&mut self.io, 0, addr(CLIENT), t.data.as_ref());
+                    moved = true;
+                }
+                for (to, data) in std::mem::take(&mut self.io.to_clients) {
+                    assert_eq!(to, addr(CLIENT));
+                    let ret = self.client.recv(Transmit::new(data.as_slice(), TransportType::Udp, addr(SERVER), to), now);
+                    if let TurnRecvRet::PeerData(p) = ret {
+                        self.received.push((p.peer, p.data().to_vec()));
+                    }
+                    moved = true;
+                }
+                while let Some(e) = self.client.poll_event() {
+                    self.events.push(e);
+                }
+                if !moved {
+                    // The client paces its requests (a short wait after a 401): let its clock run ahead to its
+                    // next deadline rather than sleep, unless that is a refresh minutes away.
+                    match wait {
+                        Some(w) if w <= Duration::from_secs(1) => self.skew += w.max(Duration::from_millis(1)),
+                        _ => return,
+                    }
+                }
+            }
+        }
+
+        fn relay(&self) -> Option<SocketAddr> {
+            self.events.iter().find_map(|e| match e {
+                TurnEvent::AllocationCreated(_, a) => Some(*a),
+                _ => None,
+            })
+        }
+
+        fn send(&mut self, to: SocketAddr, data: &[u8]) {
+            let now = self.now();
+            if let Some(t) = self.client.send_to(TransportType::Udp, to, data, now).unwrap() {
+                let t = t.build();
+                self.engine.from_client(&mut self.io, 0, addr(CLIENT), &t.data);
+            }
+        }
+    }
+
+    fn valid_credential(expires_in: u64) -> (String, String) {
+        credential(SECRET, unix_now() + expires_in, "0123456789abcdef")
+    }
+
+    #[test]
+    fn a_valid_credential_gets_a_relay_that_carries_packets_to_and_from_the_sfu() {
+        let (user, pass) = valid_credential(600);
+        let mut rig = Rig::new(&user, &pass);
+        rig.pump();
+        let relay = rig.relay().unwrap_or_else(|| panic!("an allocation: {:?}", rig.events));
+        assert_eq!(rig.engine.stats().allocations, 1);
+        let now = rig.now();
+        rig.client.create_permission(TransportType::Udp, addr(SFU).ip(), now).unwrap();
+        rig.pump();
+        assert!(rig.events.iter().any(|e| matches!(e, TurnEvent::PermissionCreated(_, ip) if *ip == addr(SFU).ip())));
+
+        rig.send(addr(SFU), b"to the sfu");
+        assert_eq!(rig.io.to_peers, vec![(relay, addr(SFU), b"to the sfu".to_vec())]);
+        rig.engine.from_peer(&mut rig.io, relay, addr(SFU), b"from the sfu");
+        rig.pump();
+        assert_eq!(rig.received, vec![(addr(SFU), b"from the sfu".to_vec())]);
+    }
+
+    #[test]
+    fn a_relay_carries_nothing_to_or_from_anyone_but_the_sfu() {
+        let (user, pass) = valid_credential(600);
+        let mut rig = Rig::new(&user, &pass);
+        rig.pump();
+        let relay = rig.relay().expect("an allocation");
+        let now = rig.now();
+        // The same host's other services, and another host on the clinic's network.
+        for peer in ["10.0.0.1:6379", "10.0.0.9:40000"] {
+            rig.client.create_permission(TransportType::Udp, addr(peer).ip(), now).unwrap();
+        }
+        rig.pump();
+        rig.send(addr("10.0.0.1:6379"), b"FLUSHALL");
+        rig.send(addr("10.0.0.9:40000"), b"hello");
+        assert!(rig.io.to_peers.is_empty(), "{:?}", rig.io.to_peers);
+        rig.engine.from_peer(&mut rig.io, relay, addr("10.0.0.9:40000"), b"unsolicited");
+        rig.pump();
+        assert!(rig.received.is_empty());
+        assert_eq!(rig.engine.stats().refused_peer_packets, 3);
+    }
+
+    #[test]
+    fn expired_forged_and_foreign_credentials_get_no_relay() {
+        let expired = credential(SECRET, unix_now() - 1, "0123456789abcdef");
+        let forged = (valid_credential(600).0, "not-the-password".to_owned());
+        let foreign = credential(b"another clinic's secret 12345678", unix_now() + 600, "0123456789abcdef");
+        for (user, pass) in [expired, forged, foreign] {
+            let mut rig = Rig::new(&user, &pass);
+            rig.pump();
+            assert_eq!(rig.relay(), None, "{user}");
+            assert_eq!(rig.engine.stats().allocations, 0);
+        }
+    }
+
+    /// Waits (bounded) until `user`'s expiry has passed.
+    fn until_expired(user: &str) {
+        let expiry: u64 = user.split_once(':').unwrap().0.parse().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(4);
+        while unix_now() <= expiry {
+            assert!(std::time::Instant::now() < deadline, "the clock did not pass {expiry}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn an_expired_credential_cannot_refresh_and_its_listener_stays_busy() {
+        let (user, pass) = valid_credential(1);
+        let mut rig = Rig::new(&user, &pass);
+        rig.pump();
+        assert!(rig.relay().is_some());
+        until_expired(&user);
+        let now = rig.now();
+        rig.client.delete(now).unwrap();
+        rig.pump();
+        assert!(rig.engine.stats().refused_credentials >= 1, "the refresh (and its retransmits) named an expired credential");
+        assert_eq!(rig.engine.stats().allocations, 1);
+        assert_eq!(rig.engine.renew_idle(), 0, "an allocation is open");
+    }
+
+    #[test]
+    fn an_idle_listener_forgets_expired_credentials() {
+        let (user, pass) = valid_credential(2);
+        let mut rig = Rig::new(&user, &pass);
+        rig.pump();
+        assert!(rig.relay().is_some());
+        let now = rig.now();
+        rig.client.delete(now).unwrap();
+        rig.pump();
+        // The engine closes the relay on its next pass after the allocation's (now zero) lifetime.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while rig.engine.stats().allocations > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            rig.engine.tick(&mut rig.io);
+        }
+        assert_eq!(rig.engine.stats().allocations, 0, "the relay closed with the allocation");
+        assert_eq!(rig.io.closed.len(), 1);
+        assert_eq!(rig.engine.renew_idle(), 0, "its credential has not expired yet");
+        until_expired(&user);
+        assert_eq!(rig.engine.renew_idle(), 1);
+        assert_eq!(rig.engine.listeners[0].gate.known(), 0);
+    }
+}
