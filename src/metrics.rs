@@ -398,6 +398,13 @@ impl Metrics {
         self.request_timeouts.inc();
     }
 
+    /// Reports the embedded TURN server's counters at scrape time.
+    pub fn watch_turn(&self, stats: Arc<crate::turn::TurnStats>) {
+        if let Err(e) = self.registry.register(Box::new(TurnCollector::new(stats))) {
+            tracing::error!(error = %e, "registering the TURN metrics failed");
+        }
+    }
+
     /// `reason`: `idle`, `window` or `gone`.
     pub fn meeting_cleaned(&self, provider: Provider, reason: &'static str) {
         self.cleaned.with_label_values(&[provider.as_str(), reason]).inc();
@@ -547,6 +554,59 @@ impl Collector for LiveCollector {
                     .collect(),
             ),
             family(&FORWARDING_DELAY, vec![delay_histogram(&self.rooms.sfu().stats.forwarding_delay)]),
+        ]
+    }
+}
+
+const TURN_ALLOCATIONS: Live = Live {
+    name: "telehealth_turn_allocations",
+    help: "Relays the embedded TURN server holds open.",
+    kind: MetricType::GAUGE,
+    label: None,
+};
+const TURN_REFUSED: Live = Live {
+    name: "telehealth_turn_refused_total",
+    help: "What the embedded TURN server refused: reason=credential requests naming an expired or malformed \
+           credential, reason=peer packets to or from an address that is not the SFU's.",
+    kind: MetricType::COUNTER,
+    label: Some("reason"),
+};
+
+/// The embedded TURN server's counters, as its engine last published them.
+struct TurnCollector {
+    stats: Arc<crate::turn::TurnStats>,
+    descs: Vec<Desc>,
+}
+
+impl TurnCollector {
+    fn new(stats: Arc<crate::turn::TurnStats>) -> Self {
+        let descs = [TURN_ALLOCATIONS, TURN_REFUSED]
+            .iter()
+            .map(|m| {
+                let labels = m.label.map(|l| vec![l.to_owned()]).unwrap_or_default();
+                Desc::new(m.name.to_owned(), m.help.to_owned(), labels, HashMap::new()).expect("valid metric name")
+            })
+            .collect();
+        Self { stats, descs }
+    }
+}
+
+impl Collector for TurnCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let s = self.stats.load();
+        vec![
+            family(&TURN_ALLOCATIONS, vec![sample(MetricType::GAUGE, &[], s.allocations as f64)]),
+            family(
+                &TURN_REFUSED,
+                vec![
+                    sample(MetricType::COUNTER, &[("reason", "credential")], s.refused_credentials as f64),
+                    sample(MetricType::COUNTER, &[("reason", "peer")], s.refused_peer_packets as f64),
+                ],
+            ),
         ]
     }
 }

@@ -73,6 +73,9 @@ impl Server {
         };
         let rooms = Rooms::with_config(sfu, rooms_config);
         let metrics = Metrics::new(Arc::clone(&rooms));
+        if let Some(t) = &embedded_turn {
+            metrics.watch_turn(t.stats_handle());
+        }
         let capacity =
             LocalCapacity { max_meetings: config.local_max_meetings, max_participants: config.local_max_participants };
         let local = Arc::new(LocalBackend::new(

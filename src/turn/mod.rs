@@ -100,6 +100,11 @@ impl EmbeddedTurn {
         self.stats.load()
     }
 
+    /// The counters, for `/metrics`.
+    pub fn stats_handle(&self) -> Arc<TurnStats> {
+        Arc::clone(&self.stats)
+    }
+
     /// The `iceServers` URLs for the listeners, reached at `host` (a name the TLS certificate carries, or an IP).
     pub fn urls(&self, host: &str) -> Vec<String> {
         let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_owned() };

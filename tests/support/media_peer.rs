@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::{RTCConfiguration, RTCConfigurationBuilder, RTCIceServer, RTCIceTransportPolicy};
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
@@ -191,13 +191,46 @@ impl MediaPeer {
     /// `incoming` server messages (answer, offers, candidates). Other server messages go to `others`.
     pub async fn start(
         out: mpsc::UnboundedSender<ClientMessage>,
-        mut incoming: mpsc::UnboundedReceiver<ServerMessage>,
+        incoming: mpsc::UnboundedReceiver<ServerMessage>,
         others: mpsc::UnboundedSender<ServerMessage>,
         video_codec: VideoCodec,
     ) -> anyhow::Result<Self> {
+        Self::start_with(out, incoming, others, video_codec, RTCConfigurationBuilder::new().build()).await
+    }
+
+    /// As `start`, but reaching the SFU only through these TURN servers (ICE transport policy `relay`), as a
+    /// browser behind a firewall that lets nothing else through.
+    pub async fn start_relayed(
+        out: mpsc::UnboundedSender<ClientMessage>,
+        incoming: mpsc::UnboundedReceiver<ServerMessage>,
+        others: mpsc::UnboundedSender<ServerMessage>,
+        ice_servers: &[signaling::IceServer],
+    ) -> anyhow::Result<Self> {
+        let servers = ice_servers
+            .iter()
+            .map(|s| RTCIceServer {
+                urls: s.urls.clone(),
+                username: s.username.clone().unwrap_or_default(),
+                credential: s.credential.clone().unwrap_or_default(),
+            })
+            .collect();
+        let config = RTCConfigurationBuilder::new()
+            .with_ice_servers(servers)
+            .with_ice_transport_policy(RTCIceTransportPolicy::Relay)
+            .build();
+        Self::start_with(out, incoming, others, VideoCodec::Vp8, config).await
+    }
+
+    async fn start_with(
+        out: mpsc::UnboundedSender<ClientMessage>,
+        mut incoming: mpsc::UnboundedReceiver<ServerMessage>,
+        others: mpsc::UnboundedSender<ServerMessage>,
+        video_codec: VideoCodec,
+        configuration: RTCConfiguration,
+    ) -> anyhow::Result<Self> {
         let received = Arc::new(Received::default());
         let handler = Arc::new(Handler { out: out.clone(), received: Arc::clone(&received) });
-        let pc = client_peer_connection(handler, &["127.0.0.1".parse()?]).await?;
+        let pc = peer_connection_with(handler, &["127.0.0.1".parse()?], configuration).await?;
 
         let (audio_ssrc, video_ssrc) = (rand::random::<u32>(), rand::random::<u32>());
         let audio = local_track(RtpCodecKind::Audio, MIME_TYPE_OPUS, "minptime=10;useinbandfec=1", 48000, 2, audio_ssrc);
@@ -331,13 +364,21 @@ pub async fn client_peer_connection(
     handler: Arc<dyn PeerConnectionEventHandler>,
     bind_ips: &[IpAddr],
 ) -> anyhow::Result<Arc<dyn PeerConnection>> {
+    peer_connection_with(handler, bind_ips, RTCConfigurationBuilder::new().build()).await
+}
+
+async fn peer_connection_with(
+    handler: Arc<dyn PeerConnectionEventHandler>,
+    bind_ips: &[IpAddr],
+    configuration: RTCConfiguration,
+) -> anyhow::Result<Arc<dyn PeerConnection>> {
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs()?;
     let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
         .with(Slot::Custom(20_000), KeyframeRequestMarker::default());
     let addrs: Vec<SocketAddr> = bind_ips.iter().map(|ip| SocketAddr::new(*ip, 0)).collect();
     let pc = PeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_configuration(configuration)
         .with_media_engine(media_engine)
         .with_interceptor_registry(registry)
         .with_handler(handler)
