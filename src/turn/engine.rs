@@ -25,7 +25,7 @@ pub const REALM: &str = "telehealth-gateway";
 pub trait Io {
     /// Sends `data` from listener `listener` to the client at `to` (a datagram, or one message on its stream).
     fn send_client(&mut self, listener: usize, to: SocketAddr, data: Vec<u8>);
-    /// Opens a relay socket for an allocation; its datagrams come back through `Engine::from_peer`.
+    /// Opens a relay socket for an allocation; its datagrams come back through `Engine::on_peer`.
     fn bind_relay(&mut self, family: AddressFamily) -> std::io::Result<SocketAddr>;
     fn send_peer(&mut self, relay: SocketAddr, to: SocketAddr, data: &[u8]);
     fn close_relay(&mut self, relay: SocketAddr);
@@ -131,7 +131,7 @@ impl Engine {
     }
 
     /// One message from a client of `listener`: a UDP datagram, or one frame off its stream.
-    pub fn from_client(&mut self, io: &mut dyn Io, listener: usize, from: SocketAddr, data: &[u8]) {
+    pub fn on_client(&mut self, io: &mut dyn Io, listener: usize, from: SocketAddr, data: &[u8]) {
         let now = self.now();
         let Some(l) = self.listeners.get_mut(listener) else { return };
         match l.gate.check(data, unix_now()) {
@@ -151,7 +151,7 @@ impl Engine {
     }
 
     /// A datagram that arrived on relay socket `relay` from `from`.
-    pub fn from_peer(&mut self, io: &mut dyn Io, relay: SocketAddr, from: SocketAddr, data: &[u8]) {
+    pub fn on_peer(&mut self, io: &mut dyn Io, relay: SocketAddr, from: SocketAddr, data: &[u8]) {
         let Some(&listener) = self.relays.get(&relay) else { return };
         if !self.allowed_peers.contains(&from) {
             self.stats.refused_peer_packets += 1;
@@ -377,7 +377,7 @@ mod tests {
                     _ => None,
                 };
                 while let Some(t) = self.client.poll_transmit(now) {
-                    self.engine.from_client(&mut self.io, 0, addr(CLIENT), t.data.as_ref());
+                    self.engine.on_client(&mut self.io, 0, addr(CLIENT), t.data.as_ref());
                     moved = true;
                 }
                 for (to, data) in std::mem::take(&mut self.io.to_clients) {
@@ -413,7 +413,7 @@ mod tests {
             let now = self.now();
             if let Some(t) = self.client.send_to(TransportType::Udp, to, data, now).unwrap() {
                 let t = t.build();
-                self.engine.from_client(&mut self.io, 0, addr(CLIENT), &t.data);
+                self.engine.on_client(&mut self.io, 0, addr(CLIENT), &t.data);
             }
         }
     }
@@ -436,7 +436,7 @@ mod tests {
 
         rig.send(addr(SFU), b"to the sfu");
         assert_eq!(rig.io.to_peers, vec![(relay, addr(SFU), b"to the sfu".to_vec())]);
-        rig.engine.from_peer(&mut rig.io, relay, addr(SFU), b"from the sfu");
+        rig.engine.on_peer(&mut rig.io, relay, addr(SFU), b"from the sfu");
         rig.pump();
         assert_eq!(rig.received, vec![(addr(SFU), b"from the sfu".to_vec())]);
     }
@@ -456,7 +456,7 @@ mod tests {
         rig.send(addr("10.0.0.1:6379"), b"FLUSHALL");
         rig.send(addr("10.0.0.9:40000"), b"hello");
         assert!(rig.io.to_peers.is_empty(), "{:?}", rig.io.to_peers);
-        rig.engine.from_peer(&mut rig.io, relay, addr("10.0.0.9:40000"), b"unsolicited");
+        rig.engine.on_peer(&mut rig.io, relay, addr("10.0.0.9:40000"), b"unsolicited");
         rig.pump();
         assert!(rig.received.is_empty());
         assert_eq!(rig.engine.stats().refused_peer_packets, 3);

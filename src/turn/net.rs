@@ -40,10 +40,14 @@ pub(super) enum Bound {
     Stream(TcpListener, Option<tokio_rustls::TlsAcceptor>),
 }
 
+/// A client stream's id and the queue its task writes from.
+type StreamWriter = (u64, mpsc::Sender<Vec<u8>>);
+
 /// The sockets the engine's decisions act on.
 struct NetIo {
     udp: HashMap<usize, Arc<UdpSocket>>,
-    streams: HashMap<(usize, SocketAddr), (u64, mpsc::Sender<Vec<u8>>)>,
+    /// (listener, client address) → its stream.
+    streams: HashMap<(usize, SocketAddr), StreamWriter>,
     relays: HashMap<SocketAddr, (Arc<UdpSocket>, AbortHandle)>,
     relay_ip: IpAddr,
     events: mpsc::Sender<Event>,
@@ -163,8 +167,8 @@ pub(super) fn spawn(
 
 fn handle(engine: &mut Engine, io: &mut NetIo, event: Event) {
     match event {
-        Event::Client { listener, from, data } => engine.from_client(io, listener, from, &data),
-        Event::Peer { relay, from, data } => engine.from_peer(io, relay, from, &data),
+        Event::Client { listener, from, data } => engine.on_client(io, listener, from, &data),
+        Event::Peer { relay, from, data } => engine.on_peer(io, relay, from, &data),
         Event::Opened { listener, from, stream, writer } => {
             io.streams.insert((listener, from), (stream, writer));
             engine.stream_opened(listener);
