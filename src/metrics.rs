@@ -509,14 +509,7 @@ struct LiveCollector {
 
 impl LiveCollector {
     fn new(rooms: Arc<Rooms>) -> Self {
-        let descs = LIVE
-            .iter()
-            .map(|m| {
-                let labels = m.label.map(|l| vec![l.to_owned()]).unwrap_or_default();
-                Desc::new(m.name.to_owned(), m.help.to_owned(), labels, HashMap::new()).expect("valid metric name")
-            })
-            .collect();
-        Self { rooms, descs }
+        Self { rooms, descs: descs(&LIVE) }
     }
 }
 
@@ -580,14 +573,7 @@ struct TurnCollector {
 
 impl TurnCollector {
     fn new(stats: Arc<crate::turn::TurnStats>) -> Self {
-        let descs = [TURN_ALLOCATIONS, TURN_REFUSED]
-            .iter()
-            .map(|m| {
-                let labels = m.label.map(|l| vec![l.to_owned()]).unwrap_or_default();
-                Desc::new(m.name.to_owned(), m.help.to_owned(), labels, HashMap::new()).expect("valid metric name")
-            })
-            .collect();
-        Self { stats, descs }
+        Self { stats, descs: descs(&[TURN_ALLOCATIONS, TURN_REFUSED]) }
     }
 }
 
@@ -609,6 +595,17 @@ impl Collector for TurnCollector {
             ),
         ]
     }
+}
+
+/// The descriptions a collector registers for `metrics`.
+fn descs(metrics: &[Live]) -> Vec<Desc> {
+    metrics
+        .iter()
+        .map(|m| {
+            let labels = m.label.map(|l| vec![l.to_owned()]).unwrap_or_default();
+            Desc::new(m.name.to_owned(), m.help.to_owned(), labels, HashMap::new()).expect("valid metric name")
+        })
+        .collect()
 }
 
 fn delay_histogram(h: &DelayHistogram) -> proto::Metric {

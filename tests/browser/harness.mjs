@@ -274,6 +274,28 @@ export function selectedPair(page) {
   });
 }
 
+/**
+ * A visit over HTTPS between a practitioner's page in `browsers[0]` and a patient's in `browsers[1]`: creates the
+ * meeting, joins both and waits until each decodes the other's video and hears audio. Returns the two pages.
+ */
+export async function twoPageVisit({ server, apiKey, browsers, pageConsole, label }) {
+  const { status, json } = await api(server.baseUrl, { action: 'create-meeting' }, apiKey);
+  if (status !== 200) throw new Error(`create-meeting: ${status} ${JSON.stringify(json)}`);
+  const link = server.httpsUrl + json.link;
+  const names = ['Dr. Adeyemi', 'Kim Patient'];
+  const pages = [];
+  for (const [i, browser] of browsers.entries()) {
+    const page = await openPage(browser, server.httpsUrl, names[i], pageConsole);
+    await prepareJoin(page, link, names[i]);
+    pages.push(page);
+  }
+  await joinAll(pages);
+  for (const [i, page] of pages.entries()) {
+    await receivesMedia(page, `${label}: ${names[i]} decodes the other's video and hears audio`, { exact: true });
+  }
+  return pages;
+}
+
 /** Opens the join link, fills the name and waits for the camera preview (so timings measure joining only). */
 export async function prepareJoin(page, url, name) {
   await page.goto(url);

@@ -48,20 +48,7 @@ after(async () => {
 });
 
 test('a page whose network drops all UDP gets two-way video over ICE-TCP', { skip }, async () => {
-  const { status, json } = await h.api(server.baseUrl, { action: 'create-meeting' }, apiKey);
-  assert.equal(status, 200, JSON.stringify(json));
-  const link = server.httpsUrl + json.link;
-  const names = ['Dr. Adeyemi', 'Kim Patient'];
-  const pages = [];
-  for (const [i, browser] of browsers.entries()) {
-    const page = await h.openPage(browser, server.httpsUrl, names[i], pageConsole);
-    await h.prepareJoin(page, link, names[i]);
-    pages.push(page);
-  }
-  await h.joinAll(pages);
-  for (const [i, page] of pages.entries()) {
-    await h.receivesMedia(page, `${names[i]}: the other's video decoding and audio arriving`, { exact: true });
-  }
+  const pages = await h.twoPageVisit({ server, apiKey, browsers, pageConsole, label: 'ICE-TCP' });
   const patient = await h.selectedPair(pages[1]);
   const doctor = await h.selectedPair(pages[0]);
   console.log(`tcp: patient's pair ${JSON.stringify(patient)}; doctor's ${JSON.stringify(doctor)}`);

@@ -68,20 +68,7 @@ after(async () => {
 
 /** A visit between the two browsers; returns the patient's selected candidate pair once both decode. */
 async function visit(label) {
-  const { status, json } = await h.api(server.baseUrl, { action: 'create-meeting' }, apiKey);
-  assert.equal(status, 200, JSON.stringify(json));
-  const link = server.httpsUrl + json.link;
-  const names = ['Dr. Adeyemi', 'Kim Patient'];
-  const pages = [];
-  for (const [i, browser] of browsers.entries()) {
-    const page = await h.openPage(browser, server.httpsUrl, names[i], pageConsole);
-    await h.prepareJoin(page, link, names[i]);
-    pages.push(page);
-  }
-  await h.joinAll(pages);
-  for (const [i, page] of pages.entries()) {
-    await h.receivesMedia(page, `${label}: ${names[i]} decodes the other's video and hears audio`, { exact: true });
-  }
+  const pages = await h.twoPageVisit({ server, apiKey, browsers, pageConsole, label });
   const patient = await h.selectedPair(pages[1]);
   console.log(`turn (${label}): patient's pair ${JSON.stringify(patient)}`);
   for (const page of pages) await page.close();
