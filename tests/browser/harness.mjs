@@ -276,7 +276,8 @@ export function selectedPair(page) {
 
 /**
  * A visit over HTTPS between a practitioner's page in `browsers[0]` and a patient's in `browsers[1]`: creates the
- * meeting, joins both and waits until each decodes the other's video and hears audio. Returns the two pages.
+ * meeting, joins both and waits until each decodes the other's video and hears audio. Returns the two pages and
+ * how long that took from the Join clicks (`mediaMs`).
  */
 export async function twoPageVisit({ server, apiKey, browsers, pageConsole, label }) {
   const { status, json } = await api(server.baseUrl, { action: 'create-meeting' }, apiKey);
@@ -289,11 +290,12 @@ export async function twoPageVisit({ server, apiKey, browsers, pageConsole, labe
     await prepareJoin(page, link, names[i]);
     pages.push(page);
   }
+  const clicked = Date.now();
   await joinAll(pages);
   for (const [i, page] of pages.entries()) {
     await receivesMedia(page, `${label}: ${names[i]} decodes the other's video and hears audio`, { exact: true });
   }
-  return pages;
+  return { pages, mediaMs: Date.now() - clicked };
 }
 
 /** Opens the join link, fills the name and waits for the camera preview (so timings measure joining only). */

@@ -48,10 +48,10 @@ after(async () => {
 });
 
 test('a page whose network drops all UDP gets two-way video over ICE-TCP', { skip }, async () => {
-  const pages = await h.twoPageVisit({ server, apiKey, browsers, pageConsole, label: 'ICE-TCP' });
+  const { pages, mediaMs } = await h.twoPageVisit({ server, apiKey, browsers, pageConsole, label: 'ICE-TCP' });
   const patient = await h.selectedPair(pages[1]);
   const doctor = await h.selectedPair(pages[0]);
-  console.log(`tcp: patient's pair ${JSON.stringify(patient)}; doctor's ${JSON.stringify(doctor)}`);
+  console.log(`tcp: both pages decoding ${mediaMs} ms after the clicks; patient's pair ${JSON.stringify(patient)}; doctor's ${JSON.stringify(doctor)}`);
   assert.equal(patient.local.protocol, 'tcp', `the patient's media goes over TCP: ${JSON.stringify(patient)}`);
   assert.equal(patient.remote.address, netns.outerAddress, JSON.stringify(patient));
   // The firewall really dropped UDP: its counter saw the patient's attempts.

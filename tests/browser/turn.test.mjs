@@ -68,9 +68,9 @@ after(async () => {
 
 /** A visit between the two browsers; returns the patient's selected candidate pair once both decode. */
 async function visit(label) {
-  const pages = await h.twoPageVisit({ server, apiKey, browsers, pageConsole, label });
+  const { pages, mediaMs } = await h.twoPageVisit({ server, apiKey, browsers, pageConsole, label });
   const patient = await h.selectedPair(pages[1]);
-  console.log(`turn (${label}): patient's pair ${JSON.stringify(patient)}`);
+  console.log(`turn (${label}): both pages decoding ${mediaMs} ms after the clicks; patient's pair ${JSON.stringify(patient)}`);
   for (const page of pages) await page.close();
   return patient;
 }
