@@ -522,4 +522,39 @@ mod tests {
         assert_eq!(rig.engine.renew_idle(), 1);
         assert_eq!(rig.engine.listeners[0].gate.known(), 0);
     }
+
+    /// A STUN-shaped message (the magic cookie, a length that matches) of any type with any attribute bytes, or
+    /// any bytes at all: what a hostile client can send.
+    fn hostile_frame() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let stun = (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..24), any::<[u8; 12]>()).prop_map(|(ty, words, tx)| {
+            let body: Vec<u8> = words.iter().flat_map(|w| [*w, w.wrapping_mul(7), 0, 4]).collect();
+            let mut m = (ty & 0x3FFF).to_be_bytes().to_vec();
+            m.extend_from_slice(&(body.len() as u16).to_be_bytes());
+            m.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+            m.extend_from_slice(&tx);
+            m.extend_from_slice(&body);
+            m
+        });
+        prop_oneof![stun, proptest::collection::vec(any::<u8>(), 0..200)]
+    }
+
+    proptest::proptest! {
+        /// Whatever a client or a peer sends, the engine neither panics nor hands out a relay without a credential.
+        #[test]
+        fn hostile_input_never_panics_or_allocates(frames in proptest::collection::vec(hostile_frame(), 1..24)) {
+            let listeners = [(Kind::Udp, addr(SERVER)), (Kind::Tcp, addr("10.0.0.1:3479"))];
+            let mut engine = Engine::new(&listeners, SECRET.to_vec(), [addr(SFU)].into(), 10);
+            let mut io = FakeIo::default();
+            for f in &frames {
+                engine.on_client(&mut io, 0, addr(CLIENT), f);
+                engine.on_client(&mut io, 1, addr(CLIENT), f);
+                engine.on_peer(&mut io, addr("10.0.0.1:50001"), addr(SFU), f);
+            }
+            engine.stream_closed(&mut io, 1, addr(CLIENT), true);
+            engine.tick(&mut io);
+            proptest::prop_assert_eq!(engine.stats().allocations, 0);
+            proptest::prop_assert!(io.to_peers.is_empty());
+        }
+    }
 }
