@@ -1,6 +1,7 @@
 //! Admission: the one way into a room. A `join` passes token → attendee (with its role) → policy, in that
-//! order, and only then enters; the stay it starts (the usage record and its audit lines) is recorded through the meetings service,
-//! which this layer reaches through the `Attendance` trait so that the arrows keep pointing down.
+//! order, and only then enters; the stay it starts (the usage record and its audit lines, which name the role)
+//! is recorded through the meetings service, which this layer reaches through the `Attendance` trait so that
+//! the arrows keep pointing down.
 //!
 //! The WebSocket handler hands over what the client sent and turns a `Refusal` into an error frame; it decides
 //! nothing itself. Reconnection (a second join by an attendee already present) and later a waiting room are
