@@ -24,7 +24,7 @@ pub mod console;
 pub mod turn;
 
 use crate::config::{Config, InviteLifetime};
-use crate::ids::{AttendeeId, MeetingId};
+use crate::ids::{AttendeeId, MeetingId, Role};
 use anyhow::Context;
 use base64::Engine;
 use console::ConsoleSessions;
@@ -87,6 +87,15 @@ impl Caller {
             Caller::ApiKey { fingerprint } => format!("api-key:{fingerprint}"),
             Caller::Invite { .. } => "invite".to_owned(),
             Caller::Console => "console".to_owned(),
+        }
+    }
+
+    /// The role of an attendee this caller creates: a key (a practitioner or a server) or a console session
+    /// makes a host; an invite is what a patient holds, so it only ever makes a guest.
+    pub fn attendee_role(&self) -> Role {
+        match self {
+            Caller::ApiKey { .. } | Caller::Console => Role::Host,
+            Caller::Invite { .. } => Role::Guest,
         }
     }
 }
@@ -384,6 +393,13 @@ mod tests {
         let other = Auth::new(vec![], b"other".to_vec(), 60, KeySource::Env { count: 0 });
         assert_eq!(other.verify_join_token(&t), Err(AuthError::BadSignature));
         assert_eq!(a.verify_join_token("not base64!"), Err(AuthError::Malformed));
+    }
+
+    #[test]
+    fn only_an_invite_makes_a_guest() {
+        assert_eq!(Caller::ApiKey { fingerprint: "0123456789ab".into() }.attendee_role(), Role::Host);
+        assert_eq!(Caller::Console.attendee_role(), Role::Host);
+        assert_eq!(Caller::Invite { meeting_id: MeetingId::new() }.attendee_role(), Role::Guest);
     }
 
     #[test]

@@ -167,6 +167,35 @@ impl fmt::Display for Provider {
     }
 }
 
+/// What an attendee is in its meeting, fixed when it is created: a `Host` came through a practitioner's door
+/// (an API key, a server, the console), a `Guest` through a patient's invite link. Stored with the attendee;
+/// admission hands it to the room, which shows it to the others. Not part of Chime's `Attendee` shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Host,
+    Guest,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Host => "host",
+            Role::Guest => "guest",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Role::Host, Role::Guest].into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +216,16 @@ mod tests {
         assert!(ExternalUserId::parse(&"é".repeat(64)).is_ok(), "64 characters, not bytes");
         assert!(ExternalUserId::parse("a\u{7}b").is_err());
         assert!(ExternalUserId::parse("   ").is_err());
+    }
+
+    #[test]
+    fn roles_round_trip_their_column_text_and_refuse_anything_else() {
+        for role in [Role::Host, Role::Guest] {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+            assert_eq!(serde_json::to_value(role).unwrap(), serde_json::json!(role.as_str()));
+        }
+        assert_eq!(Role::parse("Host"), None);
+        assert_eq!(Role::parse("admin"), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use chrono::{SubsecRound, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use std::future::Future;
 use std::str::FromStr;
-use telehealth_gateway::ids::{AppointmentId, AttendeeId, ExternalMeetingId, ExternalUserId, MeetingId, OutboxId, Provider, SessionId};
+use telehealth_gateway::ids::{AppointmentId, AttendeeId, ExternalMeetingId, ExternalUserId, MeetingId, OutboxId, Provider, Role, SessionId};
 use telehealth_gateway::store::appointments::{AppointmentRecord, AppointmentStatus, Modality};
 use telehealth_gateway::store::outbox::{Channel, OutboxMessage, OutboxState};
 use telehealth_gateway::store;
@@ -65,6 +65,7 @@ fn attendee(meeting: MeetingId, name: &str) -> AttendeeRecord {
         meeting_id: meeting,
         attendee_id: AttendeeId::new(),
         external_user_id: ExternalUserId::parse(name).unwrap(),
+        role: Role::Host,
         created_at: Utc::now(),
     }
 }
@@ -121,15 +122,19 @@ async fn attendees_are_listed_in_order_and_found_only_while_their_meeting_lives(
         let m = meeting();
         store.insert_meeting(&m, &created_line(&m, &AuditActor::System)).await.unwrap();
         let a = attendee(m.id, "Dr. Smith");
-        let b = attendee(m.id, "Pat Patient");
+        let b = AttendeeRecord { role: Role::Guest, ..attendee(m.id, "Pat Patient") };
         assert_eq!(store.insert_attendee(&a, 250, &joined_line(&a)).await.unwrap(), InsertAttendee::Inserted);
         assert_eq!(store.insert_attendee(&b, 250, &joined_line(&b)).await.unwrap(), InsertAttendee::Inserted);
         let list = store.list_attendees(m.id).await.unwrap();
         let ids: Vec<_> = list.iter().map(|r| r.attendee_id).collect();
         assert_eq!(ids, [a.attendee_id, b.attendee_id]);
         assert_eq!(list[1].external_user_id.as_str(), "Pat Patient");
+        let roles: Vec<_> = list.iter().map(|r| r.role).collect();
+        assert_eq!(roles, [Role::Host, Role::Guest], "each attendee keeps the role it was created with");
         let found = store.find_live_attendee(m.id, a.attendee_id).await.unwrap().expect("found");
-        assert_eq!(found.external_user_id.as_str(), "Dr. Smith");
+        assert_eq!((found.external_user_id.as_str(), found.role), ("Dr. Smith", Role::Host));
+        let found = store.find_live_attendee(m.id, b.attendee_id).await.unwrap().expect("found");
+        assert_eq!(found.role, Role::Guest);
         assert!(store.find_live_attendee(MeetingId::new(), a.attendee_id).await.unwrap().is_none());
 
         store.mark_meeting_deleted(m.id, &deleted_line(m.id)).await.unwrap();
@@ -533,11 +538,20 @@ async fn meetings_past_their_window_and_idle_meetings_are_found() {
 
 /// Applies only the first migration of `dialect` (as a gateway of the previous version left the database).
 async fn first_migration_only(dialect: &str) -> sqlx::migrate::Migrator {
+    migrations_before(dialect, "20261125000002").await
+}
+
+/// The migrations of `dialect` older than `version` (as a gateway from before `version` left the database).
+async fn migrations_before(dialect: &str, version: &str) -> sqlx::migrate::Migrator {
     let dir = tempfile::tempdir().unwrap();
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(dialect);
     let mut files: Vec<_> = std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
-    std::fs::copy(&files[0], dir.path().join(files[0].file_name().unwrap())).unwrap();
+    let older: Vec<_> = files.iter().filter(|f| f.file_name().unwrap().to_str().unwrap() < version).collect();
+    assert!(!older.is_empty() && older.len() < files.len(), "{version} splits the {dialect} migrations");
+    for f in older {
+        std::fs::copy(f, dir.path().join(f.file_name().unwrap())).unwrap();
+    }
     let migrator = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
     drop(dir);
     migrator
@@ -773,4 +787,65 @@ async fn the_outbox_claims_due_messages_once_settles_them_and_sweeps_abandoned_c
         assert_eq!(store.outbox_message(later.id).await.unwrap().unwrap().state, OutboxState::Withdrawn);
     })
     .await;
+}
+
+/// The version that gave attendees their role.
+const ROLE_MIGRATION: &str = "20261205000001";
+
+/// A meeting and its attendee as a gateway from before roles wrote them (no `role` column).
+const PRE_ROLE_ROWS: [&str; 2] = [
+    "INSERT INTO meetings (id, external_meeting_id, provider, media_region, created_at) VALUES \
+     ('00000000-0000-4000-8000-0000000000a1', 'visit-before-roles', 'local', 'us-east-1', '2026-12-01T10:00:00+00:00')",
+    "INSERT INTO attendees (id, meeting_id, external_user_id, created_at) VALUES \
+     ('00000000-0000-4000-8000-0000000000b1', '00000000-0000-4000-8000-0000000000a1', 'Dr. Before', '2026-12-01T10:01:00+00:00')",
+];
+
+/// An attendee whose role is neither `host` nor `guest`.
+const BAD_ROLE_ROW: &str = "INSERT INTO attendees (id, meeting_id, external_user_id, created_at, role) VALUES \
+    ('00000000-0000-4000-8000-0000000000b2', '00000000-0000-4000-8000-0000000000a1', 'Someone', '2026-12-01T10:02:00+00:00', 'admin')";
+
+/// After the role migration: the old attendee is a host, new rows keep the role they are given, and the column
+/// takes no role but `host` and `guest`.
+async fn upgraded_store_has_roles(store: Store) {
+    let (m, old) = (MeetingId::parse("00000000-0000-4000-8000-0000000000a1").unwrap(), AttendeeId::parse("00000000-0000-4000-8000-0000000000b1").unwrap());
+    let found = store.find_live_attendee(m, old).await.unwrap().expect("the old attendee is still there");
+    assert_eq!((found.external_user_id.as_str(), found.role), ("Dr. Before", Role::Host), "an attendee from before roles is a host");
+    let guest = AttendeeRecord { role: Role::Guest, ..attendee(m, "Pat After") };
+    assert_eq!(store.insert_attendee(&guest, 250, &joined_line(&guest)).await.unwrap(), InsertAttendee::Inserted);
+    let roles: Vec<_> = store.list_attendees(m).await.unwrap().iter().map(|a| (a.attendee_id, a.role)).collect();
+    assert_eq!(roles, [(old, Role::Host), (guest.attendee_id, Role::Guest)]);
+    let bad = store.write((), |c, _| Box::pin(c.execute(store::stmt(BAD_ROLE_ROW)))).await;
+    assert!(matches!(bad, Err(StoreError::Conflict(_))), "a role other than host or guest is refused: {bad:?}");
+}
+
+#[tokio::test]
+async fn an_attendee_stored_before_roles_existed_is_a_host_after_the_upgrade() {
+    // SQLite.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/old.db?mode=rwc", dir.path().display());
+    let old = sqlx::SqlitePool::connect(&url).await.unwrap();
+    migrations_before("sqlite", ROLE_MIGRATION).await.run(&old).await.unwrap();
+    for row in PRE_ROLE_ROWS {
+        sqlx::query(row).execute(&old).await.unwrap();
+    }
+    old.close().await;
+    upgraded_store_has_roles(Store::connect(&url).await.unwrap()).await;
+
+    // PostgreSQL, in a fresh schema.
+    let admin = match PgPool::connect(&pg_url()).await {
+        Ok(pool) => pool,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("PostgreSQL is unreachable in CI: {e}"),
+        Err(_) => return,
+    };
+    let schema = format!("role_upgrade_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
+    let opts = PgConnectOptions::from_str(&pg_url()).unwrap().options([("search_path", schema.as_str())]);
+    let old = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(opts.clone()).await.unwrap();
+    migrations_before("postgres", ROLE_MIGRATION).await.run(&old).await.unwrap();
+    for row in PRE_ROLE_ROWS {
+        sqlx::query(row).execute(&old).await.unwrap();
+    }
+    old.close().await;
+    upgraded_store_has_roles(Store::connect_postgres(opts).await.unwrap()).await;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
 }

@@ -31,6 +31,26 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
+/// What an attendee is in its meeting: a `host` was created by a practitioner or a server (an API key, the
+/// console), a `guest` through a patient's invite link. Sent as an optional field: a server that knows no roles
+/// leaves it out, and a client that knows none ignores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Host,
+    Guest,
+}
+
+impl Role {
+    /// The wire spelling (`host`, `guest`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Host => "host",
+            Self::Guest => "guest",
+        }
+    }
+}
+
 /// Someone in the meeting, as other participants see them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -39,6 +59,9 @@ pub struct Participant {
     pub attendee_id: String,
     /// Chime's `ExternalUserId`: the display name given at `create-attendee`.
     pub name: String,
+    /// Their role; absent from older servers (and for participants entered without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
     pub audio_muted: bool,
     pub video_muted: bool,
     /// Their socket dropped and the server is holding their place (the resume window); their media may pause.
@@ -137,6 +160,9 @@ pub enum ServerMessage {
     Joined {
         meeting_id: String,
         attendee_id: String,
+        /// The joiner's own role (as the others see it in its `Participant`); absent from older servers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<Role>,
         participants: Vec<Participant>,
         count: usize,
         #[serde(default)]
@@ -223,6 +249,43 @@ mod tests {
         let msg: ClientMessage =
             serde_json::from_str(r#"{"type":"join","token":"t","videoMuted":true}"#).unwrap();
         assert_eq!(msg, ClientMessage::Join { token: "t".into(), audio_muted: false, video_muted: true });
+    }
+
+    /// `role` is additive: frames without it (older servers) still parse, and a participant without one is
+    /// sent exactly as before.
+    #[test]
+    fn role_is_optional_on_participants_and_joined() {
+        let old = r#"{"type":"joined","meetingId":"m","attendeeId":"a","participants":[{"attendeeId":"b","name":"Dr. Smith","audioMuted":false,"videoMuted":true}],"count":2}"#;
+        let ServerMessage::Joined { role, participants, .. } = serde_json::from_str(old).unwrap() else { panic!("not joined") };
+        assert_eq!((role, participants[0].role), (None, None));
+
+        let mut p = Participant {
+            attendee_id: "b".into(),
+            name: "Dr. Smith".into(),
+            role: None,
+            audio_muted: false,
+            video_muted: false,
+            reconnecting: false,
+        };
+        assert!(serde_json::to_value(&p).unwrap().get("role").is_none(), "no role, no field");
+        p.role = Some(Role::Host);
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["role"], "host");
+        assert_eq!(serde_json::from_value::<Participant>(v).unwrap(), p);
+
+        let msg = ServerMessage::Joined {
+            meeting_id: "m".into(),
+            attendee_id: "a".into(),
+            role: Some(Role::Guest),
+            participants: vec![p],
+            count: 2,
+            resumed: false,
+            ice_servers: vec![],
+        };
+        let v = serde_json::to_value(&msg).unwrap();
+        assert_eq!((v["role"].as_str(), v["participants"][0]["role"].as_str()), (Some("guest"), Some("host")));
+        assert_eq!(serde_json::from_value::<ServerMessage>(v).unwrap(), msg);
+        assert!(serde_json::from_str::<Participant>(r#"{"attendeeId":"b","name":"x","role":"admin","audioMuted":false,"videoMuted":false}"#).is_err());
     }
 
     #[test]

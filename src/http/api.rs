@@ -6,7 +6,9 @@
 //! - `create-attendee` alternatively accepts the meeting's invite token in the body field `invite` (the join
 //!   page copies it from its `?invite=` query parameter). A body field rather than a header keeps the patient's
 //!   page a plain same-origin JSON POST. An invite only works for its own meeting (403 otherwise) and for no
-//!   other action (401: an invite is not a key).
+//!   other action (401: an invite is not a key). A console session with its CSRF token counts before an invite
+//!   in the same request (the console's Join opens the visit's link, invite included);
+//! - the caller fixes the attendee's role: a key or the console makes a host, an invite a guest.
 //!
 //! Status split: a body that is not JSON, has the wrong shape or types, or a `meetingId` that is not a GUID is
 //! 400 BadRequest; a well-formed value that breaks one of Chime's limits (ExternalMeetingId / attendeeName
@@ -169,7 +171,7 @@ async fn dispatch(state: &AppState, req: ApiRequest, origin: &Origin, headers: &
             refuse_while_draining(state)?;
             let name = ExternalUserId::parse(&attendee_name).map_err(|e| ApiError::unprocessable(e.to_string()))?;
             // Stored with its `attendee.created` audit line, atomically: fail closed, never an unaudited seat.
-            let served = state.meetings.create_attendee(meeting_id, name, &actor(&caller), origin).await?;
+            let served = state.meetings.create_attendee(meeting_id, name, caller.attendee_role(), &actor(&caller), origin).await?;
             let (attendee, meeting) = &served.value;
             tracing::info!(%meeting_id, attendee_id = %attendee.attendee_id, provider = %served.provider, "attendee created");
             // `meeting` is our addition: the patient's page learns its SignalingUrl (or Chime's MediaPlacement)
@@ -286,17 +288,21 @@ fn practitioner(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiErro
     console::authenticate(state, &Method::POST, headers).map(|p| p.caller)
 }
 
+/// Who may create an attendee: a key, a console session, or the meeting's invite. The caller decides the role
+/// (`Caller::attendee_role`), so a practitioner joining from the console's browser must count as the console
+/// even though the visit's link they open carries the patient's invite: a live session with its CSRF token wins
+/// over the invite. Without both, the invite decides, exactly as for the patient (a stale cookie never locks
+/// anyone out).
 fn key_or_invite(state: &AppState, headers: &HeaderMap, invite: Option<&str>, meeting: MeetingId) -> Result<Caller, ApiError> {
     if headers.contains_key(header::AUTHORIZATION) {
         return require_key(state, headers);
     }
+    if headers.contains_key(header::COOKIE)
+        && let Ok(p) = console::authenticate(state, &Method::POST, headers)
+    {
+        return Ok(p.caller);
+    }
     let Some(invite) = invite else {
-        // A practitioner joining from the console's browser has no invite, but may hold a session.
-        if headers.contains_key(header::COOKIE)
-            && let Ok(p) = console::authenticate(state, &Method::POST, headers)
-        {
-            return Ok(p.caller);
-        }
         return Err(ApiError::unauthorized("an API key or the meeting's invite is required"));
     };
     let invited_to = state.auth.verify_invite(invite).map_err(|e| match e {

@@ -12,10 +12,10 @@
 //! - a local meeting someone has been in, empty for `MEETING_IDLE_SECS` (and not before its `endsAt`);
 //! - never a meeting with someone connected here.
 
-use super::service::{MeetingError, MeetingService, audit_line};
+use super::service::{MeetingError, MeetingService, audit_line, with_role};
 use crate::config::LifecycleConfig;
-use crate::ids::{AttendeeId, MeetingId, Provider, SessionId};
-use crate::room::{Attendance, AttendanceError};
+use crate::ids::{AttendeeId, MeetingId, Provider, Role, SessionId};
+use crate::room::{Attendance, AttendanceError, LiveAttendee};
 use crate::store::{AuditAction, AuditActor, MeetingRecord, SessionRecord};
 use chrono::{DateTime, Duration as Span, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -51,13 +51,13 @@ pub enum Presence {
 /// Admission's view of the store: local participants' lookups and stays.
 #[async_trait::async_trait]
 impl Attendance for MeetingService {
-    async fn live_attendee(&self, meeting: MeetingId, attendee: AttendeeId) -> Result<Option<String>, AttendanceError> {
+    async fn live_attendee(&self, meeting: MeetingId, attendee: AttendeeId) -> Result<Option<LiveAttendee>, AttendanceError> {
         let found = self.store.find_live_attendee(meeting, attendee).await?;
-        Ok(found.map(|a| a.external_user_id.as_str().to_owned()))
+        Ok(found.map(|a| LiveAttendee { name: a.external_user_id.as_str().to_owned(), role: a.role }))
     }
 
-    async fn stay_started(&self, meeting: MeetingId, attendee: AttendeeId) -> Result<SessionId, AttendanceError> {
-        Ok(self.local_session_started(meeting, attendee).await?)
+    async fn stay_started(&self, meeting: MeetingId, attendee: AttendeeId, role: Role) -> Result<SessionId, AttendanceError> {
+        Ok(self.local_session_started(meeting, attendee, role).await?)
     }
 
     async fn stay_ended(&self, stay: SessionId, meeting: MeetingId, attendee: AttendeeId) -> Result<(), AttendanceError> {
@@ -66,9 +66,9 @@ impl Attendance for MeetingService {
 }
 
 impl MeetingService {
-    /// A local participant's socket joined: opens its session (with its `attendee.joined` line).
-    pub async fn local_session_started(&self, meeting: MeetingId, attendee: AttendeeId) -> Result<SessionId, MeetingError> {
-        self.start_session(meeting, attendee, Provider::Local, Some(self.node.clone())).await
+    /// A local participant's socket joined: opens its session (with its `attendee.joined` line, naming `role`).
+    pub async fn local_session_started(&self, meeting: MeetingId, attendee: AttendeeId, role: Role) -> Result<SessionId, MeetingError> {
+        self.start_session(meeting, attendee, role, Provider::Local, Some(self.node.clone())).await
     }
 
     /// A session ended (its socket closed, or its page said so): closes it with its `attendee.left` line.
@@ -88,6 +88,7 @@ impl MeetingService {
         &self,
         meeting: MeetingId,
         attendee: AttendeeId,
+        role: Role,
         provider: Provider,
         node: Option<String>,
     ) -> Result<SessionId, MeetingError> {
@@ -102,7 +103,8 @@ impl MeetingService {
             last_seen_at: now,
             ended_at: None,
         };
-        let audit = audit_line(AuditAction::AttendeeJoined, meeting, Some(attendee), &AuditActor::Attendee, provider);
+        // The role goes into the line (ids and role only): who joined as what, without a name.
+        let audit = with_role(audit_line(AuditAction::AttendeeJoined, meeting, Some(attendee), &AuditActor::Attendee, provider), role);
         self.store.start_session(&session, &audit).await?;
         Ok(session.id)
     }
@@ -114,14 +116,14 @@ impl MeetingService {
         if rec.provider == Provider::Local {
             return Err(MeetingError::Invalid("a local meeting's presence comes from its signaling socket"));
         }
-        self.store.find_live_attendee(meeting, attendee).await?.ok_or(MeetingError::NotFound)?;
+        let role = self.store.find_live_attendee(meeting, attendee).await?.ok_or(MeetingError::NotFound)?.role;
         match report {
-            Presence::Joined => self.start_session(meeting, attendee, rec.provider, None).await,
+            Presence::Joined => self.start_session(meeting, attendee, role, rec.provider, None).await,
             Presence::Heartbeat(id) => {
                 if self.store.touch_session(id, Utc::now()).await? {
                     Ok(id)
                 } else {
-                    self.start_session(meeting, attendee, rec.provider, None).await
+                    self.start_session(meeting, attendee, role, rec.provider, None).await
                 }
             }
             Presence::Left(id) => {

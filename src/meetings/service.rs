@@ -21,7 +21,7 @@
 
 use super::backend::{BackendError, MeetingBackend, NewMeeting};
 use super::types::*;
-use crate::ids::{AttendeeId, ExternalMeetingId, ExternalUserId, MeetingId, Provider};
+use crate::ids::{AttendeeId, ExternalMeetingId, ExternalUserId, MeetingId, Provider, Role};
 use crate::metrics::{Metrics, ProviderOp};
 use crate::room::Rooms;
 use crate::store::{
@@ -297,10 +297,13 @@ impl MeetingService {
     }
 
     /// Creates an attendee with a fresh JoinToken and returns it with its meeting (the join page needs both).
+    /// `role` is stored with it (and named in its `attendee.created` line), never sent to the provider: Chime's
+    /// `Attendee` has no room for it.
     pub async fn create_attendee(
         &self,
         id: MeetingId,
         name: ExternalUserId,
+        role: Role,
         by: &AuditActor,
         origin: &Origin,
     ) -> Result<Served<(AttendeeDoc, MeetingDoc)>, MeetingError> {
@@ -315,9 +318,10 @@ impl MeetingService {
             meeting_id: id,
             attendee_id: attendee.attendee_id,
             external_user_id: attendee.external_user_id.clone(),
+            role,
             created_at: Utc::now(),
         };
-        let audit = audit_line(AuditAction::AttendeeCreated, id, Some(row.attendee_id), by, provider);
+        let audit = with_role(audit_line(AuditAction::AttendeeCreated, id, Some(row.attendee_id), by, provider), role);
         match self.store.insert_attendee(&row, MAX_ATTENDEES, &audit).await? {
             InsertAttendee::Inserted => {}
             InsertAttendee::MeetingNotFound => return Err(MeetingError::NotFound),
@@ -415,6 +419,14 @@ fn stripe(appointment: &str) -> usize {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     appointment.hash(&mut h);
     (h.finish() as usize) % APPOINTMENT_LOCKS
+}
+
+/// Adds the attendee's role to an audit line's detail (`provider=local role=guest`): ids and roles only.
+pub(super) fn with_role(mut line: AuditEntry, role: Role) -> AuditEntry {
+    if let Some(detail) = line.detail.as_mut() {
+        detail.push_str(&format!(" role={role}"));
+    }
+    line
 }
 
 /// The audit line the store writes in the same transaction as a change.

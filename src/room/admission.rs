@@ -1,6 +1,7 @@
-//! Admission: the one way into a room. A `join` passes token → attendee → policy, in that order, and only then
-//! enters; the stay it starts (the usage record and its audit lines) is recorded through the meetings service,
-//! which this layer reaches through the `Attendance` trait so that the arrows keep pointing down.
+//! Admission: the one way into a room. A `join` passes token → attendee (with its role) → policy, in that
+//! order, and only then enters; the stay it starts (the usage record and its audit lines, which name the role)
+//! is recorded through the meetings service, which this layer reaches through the `Attendance` trait so that
+//! the arrows keep pointing down.
 //!
 //! The WebSocket handler hands over what the client sent and turns a `Refusal` into an error frame; it decides
 //! nothing itself. Reconnection (a second join by an attendee already present) and later a waiting room are
@@ -8,21 +9,30 @@
 
 use super::{JoinError, Rooms, Session};
 use crate::auth::Auth;
-use crate::ids::{AttendeeId, MeetingId, SessionId};
+use crate::ids::{AttendeeId, MeetingId, Role, SessionId};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 /// A failure of the store behind `Attendance`; its text goes to the trace (ids only, never patient data).
 pub type AttendanceError = Box<dyn std::error::Error + Send + Sync>;
 
+/// An attendee of a live meeting, as admission needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveAttendee {
+    /// Chime's `ExternalUserId`: the display name given at `create-attendee`. Shown to the others, never logged.
+    pub name: String,
+    /// Fixed when the attendee was created (host through a key or the console, guest through an invite).
+    pub role: Role,
+}
+
 /// Where admission looks attendees up and records their stays: implemented by the meetings service, which owns
 /// the store and the audit log.
 #[async_trait::async_trait]
 pub trait Attendance: Send + Sync {
-    /// The attendee's display name (Chime's `ExternalUserId`) if the attendee exists and its meeting is live.
-    async fn live_attendee(&self, meeting: MeetingId, attendee: AttendeeId) -> Result<Option<String>, AttendanceError>;
-    /// Opens the attendee's stay (with its `attendee.joined` line).
-    async fn stay_started(&self, meeting: MeetingId, attendee: AttendeeId) -> Result<SessionId, AttendanceError>;
+    /// The attendee's name and role if the attendee exists and its meeting is live.
+    async fn live_attendee(&self, meeting: MeetingId, attendee: AttendeeId) -> Result<Option<LiveAttendee>, AttendanceError>;
+    /// Opens the attendee's stay (with its `attendee.joined` line, which names the role).
+    async fn stay_started(&self, meeting: MeetingId, attendee: AttendeeId, role: Role) -> Result<SessionId, AttendanceError>;
     /// Closes it (with its `attendee.left` line).
     async fn stay_ended(&self, stay: SessionId, meeting: MeetingId, attendee: AttendeeId) -> Result<(), AttendanceError>;
 }
@@ -85,37 +95,40 @@ impl Admission {
         Self { auth, attendance, rooms }
     }
 
-    /// Verifies the token, finds the attendee in a live meeting, applies the room's policy and enters.
+    /// Verifies the token, finds the attendee (and its role) in a live meeting, applies the room's policy and
+    /// enters.
     pub async fn admit(&self, req: JoinRequest) -> Result<Session, Refusal> {
         let claims = self.auth.verify_join_token(&req.token).map_err(|e| {
             tracing::info!(reason = %e, "join refused: bad token");
             Refusal::Unauthorized
         })?;
         let (meeting, attendee) = (claims.meeting_id, claims.attendee_id);
-        let name = match self.attendance.live_attendee(meeting, attendee).await {
-            Ok(Some(name)) => name,
+        let LiveAttendee { name, role } = match self.attendance.live_attendee(meeting, attendee).await {
+            Ok(Some(found)) => found,
             Ok(None) => return Err(Refusal::NotFound),
             Err(e) => {
                 tracing::error!(error = %e, "attendee lookup failed");
                 return Err(Refusal::Unavailable);
             }
         };
-        let stay = StayRecorder { attendance: Arc::clone(&self.attendance) };
-        let session = self.rooms.enter(meeting, attendee, name, req.audio_muted, req.video_muted, Some(stay))?;
+        let stay = StayRecorder { attendance: Arc::clone(&self.attendance), role };
+        let session = self.rooms.enter(meeting, attendee, name, Some(role), req.audio_muted, req.video_muted, Some(stay))?;
         Ok(session)
     }
 }
 
-/// Starts stays for the participants one admission lets in.
+/// Starts the stay of the participant one admission lets in.
 pub(crate) struct StayRecorder {
     attendance: Arc<dyn Attendance>,
+    /// The attendee's role, for its `attendee.joined` line.
+    role: Role,
 }
 
 impl StayRecorder {
     /// Begins recording in the background: `joined` must not wait for a database write (and its fsync).
     pub(crate) fn begin(self, meeting: MeetingId, attendee: AttendeeId) -> Stay {
-        let attendance = Arc::clone(&self.attendance);
-        let started = tokio::spawn(async move { attendance.stay_started(meeting, attendee).await });
+        let (attendance, role) = (Arc::clone(&self.attendance), self.role);
+        let started = tokio::spawn(async move { attendance.stay_started(meeting, attendee, role).await });
         Stay { attendance: self.attendance, meeting, attendee, started }
     }
 }

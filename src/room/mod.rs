@@ -18,10 +18,10 @@ mod participant;
 
 use crate::auth::turn::{ice_server, opaque_user};
 use crate::config::TurnConfig;
-use crate::ids::{AttendeeId, MeetingId};
+use crate::ids::{AttendeeId, MeetingId, Role};
 use crate::sfu::{PublishedTrack, Sfu};
 use admission::StayRecorder;
-pub use admission::{Admission, Attendance, AttendanceError, JoinRequest, Refusal};
+pub use admission::{Admission, Attendance, AttendanceError, JoinRequest, LiveAttendee, Refusal};
 use participant::{Command, Member};
 use signaling::{ClientMessage, EndReason, IceServer, Participant, ServerMessage};
 use std::collections::HashMap;
@@ -142,11 +142,12 @@ impl Room {
         }
     }
 
-    /// Everyone but `me`, as `joined` lists them.
-    pub(crate) fn others(&self, me: AttendeeId) -> (Vec<Participant>, usize) {
+    /// Everyone but `me`, as `joined` lists them, the count, and `me`'s own role.
+    pub(crate) fn others(&self, me: AttendeeId) -> (Vec<Participant>, usize, Option<signaling::Role>) {
         let members = self.lock_members();
         let others = members.iter().filter(|(id, _)| **id != me).map(|(_, m)| m.info.clone()).collect();
-        (others, members.len())
+        let role = members.get(&me).and_then(|m| m.info.role);
+        (others, members.len(), role)
     }
 
     /// Marks `me` as reconnecting (or back) and tells the others.
@@ -320,9 +321,9 @@ impl Rooms {
         self.lock_rooms().values().map(|r| r.count()).sum()
     }
 
-    /// Adds a participant (already authenticated by the caller) to the meeting's room, recording no stay (a
-    /// test's direct entry; a client comes in through `Admission`). A second join by the same attendee takes
-    /// over the participant (see `enter`).
+    /// Adds a participant (already authenticated by the caller) to the meeting's room, recording no stay and
+    /// with no role (a test's direct entry; a client comes in through `Admission`). A second join by the same
+    /// attendee takes over the participant (see `enter`).
     pub fn join(
         &self,
         meeting_id: MeetingId,
@@ -331,17 +332,20 @@ impl Rooms {
         audio_muted: bool,
         video_muted: bool,
     ) -> Result<Session, JoinError> {
-        self.enter(meeting_id, attendee_id, name, audio_muted, video_muted, None)
+        self.enter(meeting_id, attendee_id, name, None, audio_muted, video_muted, None)
     }
 
     /// `join`, with the stay recorded from entering to leaving when `stay` is given. An attendee already in the
     /// room (reconnecting, or joining from a second window) gets this socket attached to its participant,
-    /// which resumes: the previous socket, if still open, is told it was replaced.
+    /// which resumes: the previous socket, if still open, is told it was replaced (its role stays as it entered:
+    /// an attendee's role never changes).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn enter(
         &self,
         meeting_id: MeetingId,
         attendee_id: AttendeeId,
         name: String,
+        role: Option<Role>,
         audio_muted: bool,
         video_muted: bool,
         stay: Option<StayRecorder>,
@@ -384,7 +388,7 @@ impl Rooms {
             }
             members = room.lock_members();
         }
-        self.add_member(&room, members, attendee_id, name, audio_muted, video_muted, stay, epoch, out_tx, out_rx)
+        self.add_member(&room, members, attendee_id, name, role, audio_muted, video_muted, stay, epoch, out_tx, out_rx)
     }
 
     /// A new participant: the room's and the server's caps, then `joined` for it and the news for the others.
@@ -395,6 +399,7 @@ impl Rooms {
         mut members: std::sync::MutexGuard<'_, HashMap<AttendeeId, Member>>,
         attendee_id: AttendeeId,
         name: String,
+        role: Option<Role>,
         audio_muted: bool,
         video_muted: bool,
         stay: Option<StayRecorder>,
@@ -413,8 +418,15 @@ impl Rooms {
         }
         self.participants.fetch_add(1, Ordering::Relaxed);
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        let info =
-            Participant { attendee_id: attendee_id.to_string(), name, audio_muted, video_muted, reconnecting: false };
+        let role = role.map(wire_role);
+        let info = Participant {
+            attendee_id: attendee_id.to_string(),
+            name,
+            role,
+            audio_muted,
+            video_muted,
+            reconnecting: false,
+        };
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
         let member = Member::new(info.clone(), seq, cmd_tx.clone());
         let resync = member.resync_flag();
@@ -427,6 +439,7 @@ impl Rooms {
         let _ = out_tx.try_send(Outbound::Message(ServerMessage::Joined {
             meeting_id: meeting_id.to_string(),
             attendee_id: attendee_id.to_string(),
+            role,
             participants: others,
             count,
             resumed: false,
@@ -437,7 +450,8 @@ impl Rooms {
         });
         room.send_others(attendee_id, || Command::Notify(ServerMessage::ParticipantCount { count }));
 
-        tracing::info!(meeting = %meeting_id, attendee = %attendee_id, "participant joined");
+        let role_text = role.map_or("none", signaling::Role::as_str);
+        tracing::info!(meeting = %meeting_id, attendee = %attendee_id, role = role_text, "participant joined");
         let stay = stay.map(|s| s.begin(meeting_id, attendee_id));
         participant::spawn(participant::Actor::new(participant::ActorParts {
             room: Arc::clone(room),
@@ -476,6 +490,14 @@ impl Rooms {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// The role as the signaling protocol spells it (the wire crate keeps its own type: it knows nothing of ours).
+fn wire_role(role: Role) -> signaling::Role {
+    match role {
+        Role::Host => signaling::Role::Host,
+        Role::Guest => signaling::Role::Guest,
     }
 }
 

@@ -336,10 +336,11 @@ impl Actor {
 
     /// `joined` (resumed) with the room as it is now.
     fn send_snapshot(&mut self) {
-        let (participants, count) = self.room.others(self.me);
+        let (participants, count, role) = self.room.others(self.me);
         self.send(ServerMessage::Joined {
             meeting_id: self.room.meeting_id.to_string(),
             attendee_id: self.me.to_string(),
+            role,
             participants,
             count,
             resumed: true,

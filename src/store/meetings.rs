@@ -4,7 +4,7 @@
 use super::audit::{self, AuditEntry};
 use super::db::{Conn, Dialect, Row, stmt};
 use super::{Store, StoreError};
-use crate::ids::{AttendeeId, ExternalMeetingId, ExternalUserId, MeetingId, Provider, SessionId};
+use crate::ids::{AttendeeId, ExternalMeetingId, ExternalUserId, MeetingId, Provider, Role, SessionId};
 use chrono::{DateTime, Utc};
 
 #[derive(Debug, Clone)]
@@ -52,6 +52,8 @@ pub struct AttendeeRecord {
     pub meeting_id: MeetingId,
     pub attendee_id: AttendeeId,
     pub external_user_id: ExternalUserId,
+    /// Host or guest, fixed at creation by the door it came through.
+    pub role: Role,
     pub created_at: DateTime<Utc>,
 }
 
@@ -94,10 +96,12 @@ impl MeetingRecord {
 impl AttendeeRecord {
     fn from_row(row: &Row) -> Result<Self, StoreError> {
         let external: String = row.get("external_user_id")?;
+        let role: String = row.get("role")?;
         Ok(Self {
             attendee_id: row.id("id")?,
             meeting_id: row.id("meeting_id")?,
             external_user_id: ExternalUserId::parse(&external).map_err(|e| StoreError::corrupt(e.to_string()))?,
+            role: Role::parse(&role).ok_or_else(|| StoreError::corrupt(format!("role {role:?}")))?,
             created_at: row.get("created_at")?,
         })
     }
@@ -172,13 +176,14 @@ pub async fn insert_attendee(c: &mut Conn<'_>, a: &AttendeeRecord, max_per_meeti
     }
     let rows = c
         .execute(
-            stmt("INSERT INTO attendees (id, meeting_id, external_user_id, created_at) \
-                  SELECT $1, $2, $3, $4 \
+            stmt("INSERT INTO attendees (id, meeting_id, external_user_id, role, created_at) \
+                  SELECT $1, $2, $3, $4, $5 \
                   WHERE EXISTS (SELECT 1 FROM meetings WHERE id = $2 AND deleted_at IS NULL) \
-                    AND (SELECT COUNT(*) FROM attendees WHERE meeting_id = $2) < $5")
+                    AND (SELECT COUNT(*) FROM attendees WHERE meeting_id = $2) < $6")
             .bind(a.attendee_id.as_uuid())
             .bind(a.meeting_id.as_uuid())
             .bind(a.external_user_id.as_str())
+            .bind(a.role.as_str())
             .bind(a.created_at)
             .bind(max_per_meeting),
         )
@@ -325,13 +330,7 @@ impl Store {
         .await
     }
 
-    /// Moves a live meeting's end (its appointment was rescheduled): cleanup and token expiry follow.
-pub async fn set_ends_at(c: &mut Conn<'_>, id: MeetingId, ends_at: DateTime<Utc>) -> Result<bool, StoreError> {
-    let q = stmt("UPDATE meetings SET ends_at = $1 WHERE id = $2 AND deleted_at IS NULL").bind(ends_at).bind(id.as_uuid());
-    Ok(c.execute(q).await? == 1)
-}
-
-/// Inserts the attendee if its meeting is live and has fewer than `max_per_meeting` attendees, atomically
+    /// Inserts the attendee if its meeting is live and has fewer than `max_per_meeting` attendees, atomically
     /// (two concurrent calls cannot both take the last seat), and appends `audit` (its `attendee.created` line)
     /// in the same transaction: both or neither. Nothing is written unless the outcome is `Inserted`.
     pub async fn insert_attendee(&self, a: &AttendeeRecord, max_per_meeting: u32, audit: &AuditEntry) -> Result<InsertAttendee, StoreError> {

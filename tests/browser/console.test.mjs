@@ -360,6 +360,12 @@ test('scheduling through the form makes a visit: Join leads the practitioner in,
   for (const [who, p] of [['practitioner', visit], ['patient', patient]]) {
     await eventually(async () => (await framesDecoded(p)) > 10, { timeout: 30_000, what: `the ${who} to decode the other's video` });
   }
+  // Joined from the console, the practitioner is the host: the patient's page labels that tile "Clinician"
+  // (beside the name, which stays as given); the patient, who came through the link, is a guest.
+  await eventually(() => patient.locator('.tile--remote .tile-role').isVisible(), { what: "the practitioner's Clinician label" });
+  assert.equal(await patient.locator('.tile--remote .tile-role').innerText(), 'Clinician');
+  assert.equal(await patient.locator('.tile--remote .tile-name').innerText(), PRACTITIONER);
+  assert.equal(await visit.locator('.tile--remote .tile-role').isVisible(), false, 'the patient has no Clinician label');
   await patientContext.close();
   await visit.close();
   // Cancelling through the confirmation removes it from the scheduled list.

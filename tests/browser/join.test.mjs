@@ -137,6 +137,8 @@ test('two participants join, see and hear each other, and both count 2', async (
     const other = key === 'a' ? NAMES.b : NAMES.a;
     await eventually(async () => (await page.locator('.tile--remote').count()) === 1, { what: `page ${key}: one remote tile` });
     assert.equal(await page.locator('.tile--remote .tile-name').innerText(), other);
+    // Both came through the invite link: guests, so neither tile says "Clinician".
+    assert.equal(await page.locator('.tile--remote .tile-role').isVisible(), false, `page ${key}: no Clinician label`);
     await page.waitForTimeout(300); // let button transitions settle before the picture
     await page.screenshot({ path: path.join(artifacts, `in-call-${key}.png`) });
   }

@@ -44,17 +44,35 @@ function errorFor(status, body) {
 }
 
 /**
- * Creates this browser's attendee. Resolves to the whole success body
- * (`{attendee, meeting?, demoMode?, provider?}`); rejects with an ApiError.
+ * The practitioner console's CSRF token when this browser is signed in to the console, else ''. With it,
+ * create-attendee counts as the console (a host) rather than as the link's invite (a guest).
  */
-export async function createAttendee({ meetingId, attendeeName, invite }) {
+export async function consoleCsrfToken() {
+  try {
+    const res = await fetch('/console/session', { headers: { Accept: 'application/json' }, cache: 'no-store', credentials: 'same-origin' });
+    if (!res.ok) return '';
+    const session = await res.json();
+    return typeof session?.csrfToken === 'string' ? session.csrfToken : '';
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * Creates this browser's attendee. Resolves to the whole success body
+ * (`{attendee, meeting?, demoMode?, provider?}`); rejects with an ApiError. `csrf`: the console session's
+ * token (see `consoleCsrfToken`), if any.
+ */
+export async function createAttendee({ meetingId, attendeeName, invite, csrf }) {
   const body = { action: 'create-attendee', meetingId, attendeeName };
   if (invite) body.invite = invite;
+  const headers = { 'Content-Type': 'application/json', Accept: 'application/json' };
+  if (csrf) headers['X-CSRF-Token'] = csrf;
   let res;
   try {
     res = await fetch(API_PATH, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+      headers,
       body: JSON.stringify(body),
       cache: 'no-store',
       credentials: 'same-origin',

@@ -362,10 +362,13 @@ function appointmentRow(a) {
   );
 }
 
-/** The join page in a new tab, with the practitioner's name filled in (`&name=`). */
+/**
+ * The join page in a new tab, with the practitioner's name filled in (`&name=`); `&console=1` has the page join
+ * with this console's session, so the practitioner is the visit's host rather than a guest of the patient's link.
+ */
 function joinVisit(a) {
   const link = a.telehealth_link;
-  const url = `${link}${link.includes('?') ? '&' : '?'}name=${encodeURIComponent(a.practitioner || '')}`;
+  const url = `${link}${link.includes('?') ? '&' : '?'}name=${encodeURIComponent(a.practitioner || '')}&console=1`;
   const opened = window.open(url, '_blank', 'noopener');
   // With noopener the browser returns null even on success, so only a blocked popup is worth a word, and that
   // cannot be told apart here: say where the visit went instead.

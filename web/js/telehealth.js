@@ -1,4 +1,4 @@
-// The join page: /telehealth-aws.html?meeting=<MeetingId>&invite=<invite token>[&name=<name to pre-fill>]
+// The join page: /telehealth-aws.html?meeting=<MeetingId>&invite=<invite token>[&name=<name to pre-fill>][&console=1]
 // (the practitioner console's Join button adds `name`, so the practitioner only has to press Join).
 //
 // lobby (camera preview, devices, name, Join) → create-attendee → the call layer the meeting's provider needs
@@ -18,7 +18,7 @@
 // state: 'idle' | 'joining' | 'joined' | 'reconnecting' | 'left' | 'ended' | 'error'; events: what the page was
 // told about the others, [{ type, attendeeId, at }]).
 
-import { createAttendee, isMeetingId, ApiError } from './api.js';
+import { consoleCsrfToken, createAttendee, isMeetingId, ApiError } from './api.js';
 import { Call } from './call.js';
 import { describeProblem, deviceNoun, getLocalMedia, listDevices, stopStream, watchPermissions } from './media.js';
 import { signalingUrl, ErrorCode, EndReason } from './signaling.js';
@@ -64,6 +64,10 @@ const params = new URLSearchParams(window.location.search);
 const meetingId = (params.get('meeting') || '').trim();
 const invite = params.get('invite') || '';
 const presetName = (params.get('name') || '').trim().slice(0, 64);
+// Opened by the practitioner console's Join: join as the console's session (a host) if this browser holds one.
+// Only a hint: the server trusts the session and its CSRF token, never this parameter; a patient's page never
+// asks for a session.
+const fromConsole = params.get('console') === '1';
 
 let call = null;
 let localStream = null;
@@ -533,7 +537,12 @@ function updateStage() {
   el.stage.dataset.remotes = String(tiles.size);
 }
 
-function ensureTile(attendeeId, name) {
+/**
+ * The tile of a remote attendee, made on first sight. `role` comes from our own signaling (`host` or `guest`;
+ * absent from Chime and from older gateways): a host's tile says "Clinician", next to the name rather than in
+ * it, so the name stays exactly what was given.
+ */
+function ensureTile(attendeeId, name, role) {
   let tile = tiles.get(attendeeId);
   if (!tile) {
     const root = document.createElement('figure');
@@ -552,14 +561,18 @@ function ensureTile(attendeeId, name) {
     label.className = 'tile-label';
     const nameEl = document.createElement('span');
     nameEl.className = 'tile-name';
+    const roleEl = document.createElement('span');
+    roleEl.className = 'tile-role';
+    roleEl.textContent = 'Clinician';
+    roleEl.hidden = true;
     const mic = document.createElement('span');
     mic.className = 'tile-flag tile-flag--mic';
     mic.title = 'Microphone off';
     mic.textContent = 'Muted';
-    label.append(nameEl, mic);
+    label.append(nameEl, roleEl, mic);
     root.append(video, placeholder, label);
     el.remoteTiles.append(root);
-    tile = { root, video, nameEl, avatar, name: '', stream: null, known: false, videoMuted: false };
+    tile = { root, video, nameEl, roleEl, avatar, name: '', stream: null, known: false, videoMuted: false };
     tiles.set(attendeeId, tile);
     updateStage();
   }
@@ -567,6 +580,7 @@ function ensureTile(attendeeId, name) {
     tile.name = name;
     tile.known = true;
   }
+  if (role) tile.roleEl.hidden = role !== 'host';
   tile.nameEl.textContent = tile.name || 'Participant';
   tile.avatar.textContent = initials(tile.name);
   return tile;
@@ -696,7 +710,8 @@ async function join(event) {
   let res;
   try {
     await mediaReady;
-    res = await createAttendee({ meetingId, attendeeName: name, invite });
+    const csrf = fromConsole ? await consoleCsrfToken() : '';
+    res = await createAttendee({ meetingId, attendeeName: name, invite, csrf });
   } catch (err) {
     resetJoinButton();
     const titles = {
@@ -756,7 +771,7 @@ async function startCall() {
       }
       setCount(frame.count);
       for (const p of frame.participants || []) {
-        ensureTile(p.attendeeId, p.name);
+        ensureTile(p.attendeeId, p.name, p.role);
         setTileMedia(p.attendeeId, !!p.audioMuted, !!p.videoMuted);
         setTileReconnecting(p.attendeeId, !!p.reconnecting);
       }
@@ -768,7 +783,7 @@ async function startCall() {
     count: setCount,
     participantJoined(p) {
       logEvent('participantJoined', p.attendeeId);
-      ensureTile(p.attendeeId, p.name);
+      ensureTile(p.attendeeId, p.name, p.role);
       setTileMedia(p.attendeeId, !!p.audioMuted, !!p.videoMuted);
     },
     participantLeft(attendeeId) {
