@@ -169,32 +169,9 @@ impl fmt::Display for Provider {
 
 /// What an attendee is in its meeting, fixed when it is created: a `Host` came through a practitioner's door
 /// (an API key, a server, the console), a `Guest` through a patient's invite link. Stored with the attendee;
-/// admission hands it to the room, which shows it to the others. Not part of Chime's `Attendee` shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Host,
-    Guest,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Host => "host",
-            Role::Guest => "guest",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [Role::Host, Role::Guest].into_iter().find(|r| r.as_str() == s)
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// admission hands it to the room, which shows it to the others. Not part of Chime's `Attendee` shape. One type
+/// with the signaling protocol's, whose spelling is also the column's.
+pub use signaling::Role;
 
 #[cfg(test)]
 mod tests {

@@ -2,37 +2,18 @@
 //! and a restart that keeps the meeting. Skipped locally when PostgreSQL is unreachable; a failure when `CI=true`.
 
 mod common;
+#[path = "support/postgres.rs"]
+mod postgres;
 
 use common::*;
+use postgres::fresh_schema;
 use reqwest::StatusCode;
 use serde_json::json;
-use sqlx::postgres::PgPool;
-
-fn pg_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// An admin pool, a fresh schema, and a DATABASE_URL whose connections use it. None (skip) when PostgreSQL is
-/// unreachable outside CI; a panic in CI.
-async fn fresh_schema() -> Option<(PgPool, String, String)> {
-    let admin = match PgPool::connect(&pg_url()).await {
-        Ok(pool) => pool,
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("PostgreSQL is unreachable in CI: {e}"),
-        Err(e) => {
-            eprintln!("skipping: PostgreSQL is unreachable: {e}");
-            return None;
-        }
-    };
-    let schema = format!("api_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
-    let sep = if pg_url().contains('?') { '&' } else { '?' };
-    let url = format!("{}{sep}options=-c%20search_path%3D{schema}", pg_url());
-    Some((admin, schema, url))
-}
 
 #[tokio::test]
 async fn the_api_works_on_postgresql_and_a_restart_keeps_the_meeting() {
-    let Some((admin, schema, url)) = fresh_schema().await else { return };
+    let Some(schema) = fresh_schema("api_test").await else { return };
+    let (admin, url) = (schema.admin.clone(), schema.url.clone());
 
     let s = TestServer::start_with(|c| c.database_url = url.clone()).await;
     let created = s.create_meeting().await;
@@ -53,15 +34,16 @@ async fn the_api_works_on_postgresql_and_a_restart_keeps_the_meeting() {
     assert_eq!(status, StatusCode::OK);
     let (status, _) = s.api(json!({"action": "get-meeting", "meetingId": id})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {schema}.audit_log")).fetch_one(&admin).await.unwrap();
+    let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {}.audit_log", schema.name)).fetch_one(&admin).await.unwrap();
     assert_eq!(n, 3, "meeting.created, attendee.created, meeting.deleted");
     s.stop().await;
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
+    schema.drop().await;
 }
 
 #[tokio::test]
 async fn appointments_and_their_outbox_work_on_postgresql_and_survive_a_restart() {
-    let Some((admin, schema, url)) = fresh_schema().await else { return };
+    let Some(schema) = fresh_schema("api_test").await else { return };
+    let (admin, url) = (schema.admin.clone(), schema.url.clone());
 
     let s = TestServer::start_with(|c| c.database_url = url.clone()).await;
     let body = json!({
@@ -87,11 +69,11 @@ async fn appointments_and_their_outbox_work_on_postgresql_and_survive_a_restart(
     assert_eq!(out["messages"].as_array().unwrap().len(), 6, "confirmation and two reminders, by email and SMS: {out}");
     let res = s.client.post(s.url(&format!("/api/appointments/{id}/cancel"))).bearer_auth(&s.key).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {schema}.audit_log WHERE appointment_id IS NOT NULL"))
+    let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {}.audit_log WHERE appointment_id IS NOT NULL", schema.name))
         .fetch_one(&admin)
         .await
         .unwrap();
     assert_eq!(n, 2, "appointment.created and appointment.cancelled");
     s.stop().await;
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
+    schema.drop().await;
 }

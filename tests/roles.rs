@@ -12,16 +12,13 @@ use common::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use signaling::{ClientMessage, Role, ServerMessage, SignalingClient};
-use sqlx::postgres::PgPool;
 use std::time::Duration;
+use support::postgres::fresh_schema;
 use support::ws::{next, until};
 use telehealth_gateway::ids::{AttendeeId, MeetingId};
 
 const T: Duration = Duration::from_secs(5);
 
-fn pg_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
 
 /// Runs `test` on a server with a fresh SQLite file, then on one with a fresh PostgreSQL schema.
 async fn on_both(test: impl AsyncFn(&TestServer)) {
@@ -29,23 +26,13 @@ async fn on_both(test: impl AsyncFn(&TestServer)) {
     test(&s).await;
     s.stop().await;
 
-    let admin = match PgPool::connect(&pg_url()).await {
-        Ok(pool) => pool,
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("PostgreSQL is unreachable in CI: {e}"),
-        Err(e) => {
-            eprintln!("skipping the PostgreSQL half: {e} (set CI=true to make this a failure)");
-            return;
-        }
-    };
-    let schema = format!("roles_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
-    let sep = if pg_url().contains('?') { '&' } else { '?' };
-    let url = format!("{}{sep}options=-c%20search_path%3D{schema}", pg_url());
+    let Some(schema) = fresh_schema("roles_test").await else { return };
+    let url = schema.url.clone();
     let s = TestServer::start_with(|c| c.database_url = url.clone()).await;
     assert_eq!(s.state.store.dialect(), telehealth_gateway::store::Dialect::Postgres);
     test(&s).await;
     s.stop().await;
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
+    schema.drop().await;
 }
 
 /// Chime's `Attendee` keeps Chime's fields only: no role, under any spelling.

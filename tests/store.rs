@@ -2,10 +2,12 @@
 //! (`TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/test`), each PostgreSQL test in a fresh
 //! schema. An unreachable PostgreSQL skips those tests locally, but FAILS them when `CI=true`.
 
+#[path = "support/postgres.rs"]
+mod postgres;
+
 use chrono::{SubsecRound, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool};
+use postgres::fresh_schema;
 use std::future::Future;
-use std::str::FromStr;
 use telehealth_gateway::ids::{AppointmentId, AttendeeId, ExternalMeetingId, ExternalUserId, MeetingId, OutboxId, Provider, Role, SessionId};
 use telehealth_gateway::store::appointments::{AppointmentRecord, AppointmentStatus, Modality};
 use telehealth_gateway::store::outbox::{Channel, OutboxMessage, OutboxState};
@@ -14,9 +16,6 @@ use telehealth_gateway::store::{
     AttendeeRecord, AuditAction, AuditActor, AuditEntry, InsertAttendee, InsertMeeting, MeetingRecord, SessionRecord, Store, StoreError,
 };
 
-fn pg_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
 
 /// Runs `test` on a fresh SQLite file, then on a fresh PostgreSQL schema.
 async fn on_both<F, Fut>(test: F)
@@ -29,20 +28,11 @@ where
     let sqlite = Store::connect(&url).await.expect("SQLite opens, creating its directory");
     test(sqlite).await;
 
-    let admin = match PgPool::connect(&pg_url()).await {
-        Ok(pool) => pool,
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("PostgreSQL is unreachable in CI: {e}"),
-        Err(e) => {
-            eprintln!("skipping the PostgreSQL half: {e} (set CI=true to make this a failure)");
-            return;
-        }
-    };
-    let schema = format!("store_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
-    let opts = PgConnectOptions::from_str(&pg_url()).unwrap().options([("search_path", schema.as_str())]);
+    let Some(schema) = fresh_schema("store_test").await else { return };
+    let opts = schema.options();
     let pg = Store::connect_postgres(opts).await.expect("PostgreSQL migrations run in a fresh schema");
     test(pg).await;
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
+    schema.drop().await;
 }
 
 fn meeting() -> MeetingRecord {
@@ -221,19 +211,14 @@ async fn the_audit_log_refuses_updates_and_deletes() {
     assert!(sqlx::query("UPDATE audit_log SET actor = 'x'").execute(store.sqlite_pool().unwrap()).await.is_err());
     assert!(sqlx::query("DELETE FROM audit_log").execute(store.sqlite_pool().unwrap()).await.is_err());
 
-    let Ok(admin) = PgPool::connect(&pg_url()).await else {
-        assert!(!std::env::var("CI").is_ok_and(|v| v == "true"), "PostgreSQL is unreachable in CI");
-        return;
-    };
-    let schema = format!("store_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
-    let opts = PgConnectOptions::from_str(&pg_url()).unwrap().options([("search_path", schema.as_str())]);
+    let Some(schema) = fresh_schema("store_test").await else { return };
+    let opts = schema.options();
     let pg = Store::connect_postgres(opts).await.unwrap();
     pg.append_audit(AuditEntry { meeting_id: Some(MeetingId::new()), ..Default::default() }).await.unwrap();
     assert!(sqlx::query("UPDATE audit_log SET actor = 'x'").execute(pg.postgres_pool().unwrap()).await.is_err());
     assert!(sqlx::query("DELETE FROM audit_log").execute(pg.postgres_pool().unwrap()).await.is_err());
     drop(pg);
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
+    schema.drop().await;
 }
 
 #[tokio::test]
@@ -583,20 +568,14 @@ async fn upgrading_a_database_with_repeated_appointments_keeps_every_row_and_pic
     upgraded_store_keeps_the_newest_meeting_per_appointment(Store::connect(&url).await.unwrap()).await;
 
     // PostgreSQL, in a fresh schema.
-    let admin = match PgPool::connect(&pg_url()).await {
-        Ok(pool) => pool,
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("PostgreSQL is unreachable in CI: {e}"),
-        Err(_) => return,
-    };
-    let schema = format!("upgrade_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
-    let opts = PgConnectOptions::from_str(&pg_url()).unwrap().options([("search_path", schema.as_str())]);
+    let Some(schema) = fresh_schema("upgrade_test").await else { return };
+    let opts = schema.options();
     let old = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(opts.clone()).await.unwrap();
     first_migration_only("postgres").await.run(&old).await.unwrap();
     sqlx::query(OLD_ROWS).execute(&old).await.unwrap();
     old.close().await;
     upgraded_store_keeps_the_newest_meeting_per_appointment(Store::connect_postgres(opts).await.unwrap()).await;
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
+    schema.drop().await;
 }
 
 fn appointment(modality: Modality) -> AppointmentRecord {
@@ -832,14 +811,8 @@ async fn an_attendee_stored_before_roles_existed_is_a_host_after_the_upgrade() {
     upgraded_store_has_roles(Store::connect(&url).await.unwrap()).await;
 
     // PostgreSQL, in a fresh schema.
-    let admin = match PgPool::connect(&pg_url()).await {
-        Ok(pool) => pool,
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("PostgreSQL is unreachable in CI: {e}"),
-        Err(_) => return,
-    };
-    let schema = format!("role_upgrade_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
-    let opts = PgConnectOptions::from_str(&pg_url()).unwrap().options([("search_path", schema.as_str())]);
+    let Some(schema) = fresh_schema("role_upgrade_test").await else { return };
+    let opts = schema.options();
     let old = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(opts.clone()).await.unwrap();
     migrations_before("postgres", ROLE_MIGRATION).await.run(&old).await.unwrap();
     for row in PRE_ROLE_ROWS {
@@ -847,5 +820,5 @@ async fn an_attendee_stored_before_roles_existed_is_a_host_after_the_upgrade() {
     }
     old.close().await;
     upgraded_store_has_roles(Store::connect_postgres(opts).await.unwrap()).await;
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
+    schema.drop().await;
 }

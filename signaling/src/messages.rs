@@ -42,12 +42,23 @@ pub enum Role {
 }
 
 impl Role {
-    /// The wire spelling (`host`, `guest`).
+    /// The wire spelling (`host`, `guest`), which is also the gateway's column text.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Host => "host",
             Self::Guest => "guest",
         }
+    }
+
+    /// The role a wire or column spelling names; anything else is none.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Host, Self::Guest].into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

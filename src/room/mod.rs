@@ -418,7 +418,6 @@ impl Rooms {
         }
         self.participants.fetch_add(1, Ordering::Relaxed);
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        let role = role.map(wire_role);
         let info = Participant {
             attendee_id: attendee_id.to_string(),
             name,
@@ -490,14 +489,6 @@ impl Rooms {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
-    }
-}
-
-/// The role as the signaling protocol spells it (the wire crate keeps its own type: it knows nothing of ours).
-fn wire_role(role: Role) -> signaling::Role {
-    match role {
-        Role::Host => signaling::Role::Host,
-        Role::Guest => signaling::Role::Guest,
     }
 }
 

@@ -298,9 +298,25 @@ export async function twoPageVisit({ server, apiKey, browsers, pageConsole, labe
   return { pages, mediaMs: Date.now() - clicked };
 }
 
+/**
+ * `page.goto`, again when Chromium cancels the load with ERR_NETWORK_CHANGED: another test file running beside
+ * this one adds or removes its namespace's veth pair, and Chromium cancels whatever is loading when the
+ * machine's addresses change. A real network change, not our failure; any other error stands.
+ */
+export async function gotoSteadily(page, url, attempts = 3) {
+  for (let i = 1; ; i++) {
+    try {
+      return await page.goto(url);
+    } catch (err) {
+      if (i >= attempts || !String(err?.message).includes('ERR_NETWORK_CHANGED')) throw err;
+      await sleep(500);
+    }
+  }
+}
+
 /** Opens the join link, fills the name and waits for the camera preview (so timings measure joining only). */
 export async function prepareJoin(page, url, name) {
-  await page.goto(url);
+  await gotoSteadily(page, url);
   await page.getByLabel('Your name').fill(name);
   await eventually(() => page.evaluate(() => document.getElementById('preview-video').readyState >= 2), {
     what: `${name}: local camera preview`,
@@ -409,6 +425,9 @@ export function makeNetns() {
     ip('link', 'add', outer, 'type', 'veth', 'peer', 'name', inner);
     ip('link', 'set', inner, 'netns', name);
     ip('netns', 'exec', name, 'sysctl', '-qw', `net.ipv6.conf.${inner}.disable_ipv6=1`);
+    // The outer end too: its IPv6 link-local address would appear a second later, in the namespace where the
+    // other browsers run.
+    execFileSync('sysctl', ['-qw', `net.ipv6.conf.${outer}.disable_ipv6=1`], { stdio: 'pipe' });
     ip('-n', name, 'addr', 'add', `${subnet}.2/24`, 'dev', inner);
     ip('-n', name, 'link', 'set', 'lo', 'up');
     ip('-n', name, 'link', 'set', inner, 'up');
