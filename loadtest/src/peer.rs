@@ -164,7 +164,6 @@ fn codec(kind: RtpCodecKind) -> RTCRtpCodecParameters {
                 rtcp_feedback: vec![],
             },
             payload_type: 111,
-            ..Default::default()
         },
         _ => RTCRtpCodecParameters {
             rtp_codec: RTCRtpCodec {
@@ -175,7 +174,6 @@ fn codec(kind: RtpCodecKind) -> RTCRtpCodecParameters {
                 rtcp_feedback: vec![nack(""), nack("pli")],
             },
             payload_type: 96,
-            ..Default::default()
         },
     }
 }
@@ -443,12 +441,10 @@ impl ClientPeer {
         while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
             match message {
                 RTCMessage::RtpPacket(track, packet) => self.received(&track, &packet, now),
-                RTCMessage::RtcpPacket(_, packets) => {
-                    if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
-                        self.stats.keyframes_requested += 1;
-                        for s in self.senders.iter_mut().filter(|s| s.kind == RtpCodecKind::Video) {
-                            s.keyframe_wanted = true;
-                        }
+                RTCMessage::RtcpPacket(_, packets) if packets.iter().any(|p| is_keyframe_request(p.as_ref())) => {
+                    self.stats.keyframes_requested += 1;
+                    for s in self.senders.iter_mut().filter(|s| s.kind == RtpCodecKind::Video) {
+                        s.keyframe_wanted = true;
                     }
                 }
                 _ => {}

@@ -312,13 +312,11 @@ impl Shard {
             let Some(TaggedRTCMessage { message, .. }) = conn.pc.poll_read() else { break };
             match message {
                 RTCMessage::RtpPacket(track, packet) => self.forward(id, &track, packet, now),
-                RTCMessage::RtcpPacket(track, packets) => {
-                    if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
-                        self.stats.viewer_keyframe_requests.fetch_add(1, Ordering::Relaxed);
-                        // The viewer's RTCP names our sender's track, whose id is the published track's.
-                        if let Some(&key) = self.names.get(&track) {
-                            self.request_keyframe(key, KeyframeReason::ViewerRequest, now);
-                        }
+                RTCMessage::RtcpPacket(track, packets) if packets.iter().any(|p| is_keyframe_request(p.as_ref())) => {
+                    self.stats.viewer_keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                    // The viewer's RTCP names our sender's track, whose id is the published track's.
+                    if let Some(&key) = self.names.get(&track) {
+                        self.request_keyframe(key, KeyframeReason::ViewerRequest, now);
                     }
                 }
                 _ => {}
