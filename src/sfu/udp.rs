@@ -167,9 +167,13 @@ impl UdpTransport {
         let fd = self.sockets[i].as_raw_fd();
         let mut sent = 0;
         let mut retried = false;
+        // A GSO run the kernel refused with EIO/EINVAL, being sent again one datagram per message: if that works,
+        // GSO was the trouble; if not, the destination was (a loopback socket cannot reach a LAN address), and GSO
+        // stays on for everyone else.
+        let mut probing: Option<usize> = None;
         while sent < batch.len() {
             let chunk = &batch[sent..(sent + BATCH).min(batch.len())];
-            let gso = self.gso.load(Ordering::Relaxed);
+            let gso = self.gso.load(Ordering::Relaxed) && probing.is_none();
             let mut runs = [(0usize, 0usize); BATCH];
             let count = split_runs(chunk, gso, &mut runs);
             let runs = &runs[..count];
@@ -197,6 +201,10 @@ impl UdpTransport {
             }
             let n = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), runs.len() as _, 0) };
             if n > 0 {
+                if probing.take().is_some() {
+                    tracing::info!("UDP segmentation offload refused: sending one datagram per message");
+                    self.gso.store(false, Ordering::Relaxed);
+                }
                 sent += runs[..n as usize].iter().map(|&(a, b)| b - a).sum::<usize>();
                 continue;
             }
@@ -209,10 +217,16 @@ impl UdpTransport {
                     std::thread::yield_now();
                 }
                 _ if gso && runs[0].1 - runs[0].0 > 1 && matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => {
-                    // The route's device cannot checksum segments (EIO), or something else about it refuses GSO:
-                    // one datagram per message from now on, as before GSO.
-                    tracing::info!(error = %e, "UDP segmentation offload refused: sending one datagram per message");
-                    self.gso.store(false, Ordering::Relaxed);
+                    // The route's device cannot checksum segments (EIO), something else about it refuses GSO, or
+                    // the destination itself is refused: the run again, one datagram per message, tells which.
+                    probing = Some(runs[0].1 - runs[0].0);
+                }
+                _ if e.kind() != io::ErrorKind::WouldBlock && probing.is_some() => {
+                    // Refused one by one too: the destination, not GSO. Drop that whole run; GSO stays on.
+                    let run = probing.take().unwrap_or(1).min(batch.len() - sent);
+                    tracing::debug!(error = %e, "media datagrams not sent");
+                    sent += run;
+                    self.dropped.fetch_add(run as u64, Ordering::Relaxed);
                 }
                 _ => {
                     // A destination that refuses (or anything else): skip that run, keep the rest.
@@ -446,6 +460,21 @@ mod tests {
         let got: Vec<Vec<u8>> = got.into_iter().map(|d| d.data.to_vec()).collect();
         assert_eq!(got.len(), want.len());
         assert!(got == want, "every datagram, whole and in order");
+    }
+
+    /// A destination the kernel refuses (here port 0: EINVAL, as a loopback socket sending to a LAN address
+    /// gets) costs its own datagrams only: GSO stays on and the next destination's run still arrives.
+    #[test]
+    fn a_refused_destination_does_not_turn_gso_off() {
+        let (mut a, mut b) = loopback_pair();
+        let (from, to) = (a.local_addrs()[0], b.local_addrs()[0]);
+        let refused = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut batch = datagrams(from, refused, &[1000; 5]);
+        batch.extend(datagrams(from, to, &[1000; 5]));
+        a.send(&mut batch);
+        assert_eq!(receive(&mut b, 5).len(), 5);
+        assert_eq!(a.dropped.load(Ordering::Relaxed), 5);
+        assert!(a.gso.load(Ordering::Relaxed), "GSO is still on");
     }
 
     #[test]
