@@ -467,6 +467,12 @@ const PACKETS_SKIPPED: Live = Live {
     kind: MetricType::COUNTER,
     label: None,
 };
+const PACKETS_DUPLICATE: Live = Live {
+    name: "telehealth_sfu_packets_duplicate_total",
+    help: "Second copies of a publisher's RTP packet (its sequence number already forwarded), not forwarded again.",
+    kind: MetricType::COUNTER,
+    label: None,
+};
 const KEYFRAME_REQUESTS: Live = Live {
     name: "telehealth_sfu_keyframe_requests_total",
     help: "Keyframe requests: source=viewer received from viewers (PLI/FIR), \
@@ -487,7 +493,7 @@ const FORWARDING_DELAY: Live = Live {
     kind: MetricType::HISTOGRAM,
     label: None,
 };
-const LIVE: [Live; 11] = [
+const LIVE: [Live; 12] = [
     MEETINGS,
     PARTICIPANTS,
     PEER_CONNECTIONS,
@@ -496,6 +502,7 @@ const LIVE: [Live; 11] = [
     PACKETS_FORWARDED,
     BYTES_FORWARDED,
     PACKETS_SKIPPED,
+    PACKETS_DUPLICATE,
     KEYFRAME_REQUESTS,
     SRTP_CONNECTIONS,
     FORWARDING_DELAY,
@@ -531,6 +538,7 @@ impl Collector for LiveCollector {
             one(&PACKETS_FORWARDED, sfu.packets_out),
             one(&BYTES_FORWARDED, sfu.bytes_out),
             one(&PACKETS_SKIPPED, sfu.packets_skipped),
+            one(&PACKETS_DUPLICATE, sfu.packets_duplicate),
             family(
                 &KEYFRAME_REQUESTS,
                 vec![

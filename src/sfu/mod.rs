@@ -6,7 +6,8 @@
 //! then 5-tuple, batched socket I/O, and forwarding as direct calls inside the shard. Control (the room actors)
 //! reaches a shard through a bounded command queue; a [`Peer`] is the handle on one connection.
 //!
-//! - `shard`: the loop, its connections (`conn`) and the fan-out (`forward`).
+//! - `shard`: the loop, its connections (`conn`) and the fan-out (`forward`, which forwards each sequence number once:
+//!   `seen`).
 //! - `demux`, `timers`, `rewrite`: the shard's datagram routing, deadline heap and per-subscriber numbering.
 //! - `transport`, `udp`, `memnet`: where datagrams go: batched UDP, or memory for benchmarks.
 //! - `gop`, `keyframe`, `codec`: keyframe cache for late viewers, keyframe requests and their throttle.
@@ -22,6 +23,7 @@ mod gop;
 pub mod keyframe;
 pub mod memnet;
 mod rewrite;
+mod seen;
 mod shard;
 mod stun;
 mod tcp;

@@ -13,6 +13,8 @@ pub struct SfuStats {
     /// Packets a subscriber's leg refused (renegotiation in flight); it resyncs on a keyframe. No subscriber is
     /// ever queued for, so none lags behind.
     pub packets_skipped: AtomicU64,
+    /// Second copies of a publisher's packet (a sequence number already forwarded), dropped.
+    pub packets_duplicate: AtomicU64,
     /// PLI/FIR received from viewers.
     pub viewer_keyframe_requests: AtomicU64,
     /// PLIs sent to publishers (after throttling).
@@ -71,6 +73,7 @@ pub struct SfuStatsSnapshot {
     pub packets_out: u64,
     pub bytes_out: u64,
     pub packets_skipped: u64,
+    pub packets_duplicate: u64,
     pub viewer_keyframe_requests: u64,
     pub keyframe_requests: u64,
     pub peer_connections: u64,
@@ -85,6 +88,7 @@ impl SfuStats {
             packets_out: r(&self.packets_out),
             bytes_out: r(&self.bytes_out),
             packets_skipped: r(&self.packets_skipped),
+            packets_duplicate: r(&self.packets_duplicate),
             viewer_keyframe_requests: r(&self.viewer_keyframe_requests),
             keyframe_requests: r(&self.keyframe_requests),
             peer_connections: r(&self.peer_connections),

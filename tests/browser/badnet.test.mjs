@@ -206,7 +206,8 @@ async function keyframeRequests() {
     const line = new RegExp(`^telehealth_sfu_keyframe_requests_total\\{source="${source}"\\} (\\d+)`, 'm');
     return Number(text.match(line)?.[1] ?? NaN);
   };
-  return { viewer: value('viewer'), relayed: value('relayed') };
+  const duplicates = Number(text.match(/^telehealth_sfu_packets_duplicate_total (\d+)/m)?.[1] ?? NaN);
+  return { viewer: value('viewer'), relayed: value('relayed'), duplicates };
 }
 
 before(async () => {
@@ -338,7 +339,8 @@ test(TITLE, { skip, timeout: 120_000 }, async () => {
       `forwarded ${down.forwarded} and dropped ${down.dropped} (${pct(down)} %) SFU-to-browser ` +
       `in ${seconds(first[0], last[0]).toFixed(1)} s; ` +
       `SFU: ${keyframesAfter.viewer - keyframesBefore.viewer} viewer keyframe requests, ` +
-      `${keyframesAfter.relayed - keyframesBefore.relayed} sent to publishers; both decoding ${decodingAfter} ms after Join`,
+      `${keyframesAfter.relayed - keyframesBefore.relayed} sent to publishers, ` +
+      `${keyframesAfter.duplicates - keyframesBefore.duplicates} duplicate packets not forwarded again; both decoding ${decodingAfter} ms after Join`,
   );
   assert.deepEqual(failures, []);
 });

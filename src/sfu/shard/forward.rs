@@ -11,6 +11,7 @@ use super::super::codec::{KeyframeParser, keyframe_parser, negotiated_payload_ty
 use super::super::gop::GopCache;
 use super::super::keyframe::{KeyframeThrottle, KeyframeWait};
 use super::super::rewrite::Rewriter;
+use super::super::seen::SeenWindow;
 use super::super::stats::SfuStats;
 use super::super::memnet::Datagram;
 use super::conn::{Conn, ConnId};
@@ -38,6 +39,8 @@ pub struct Published {
     gop: Option<GopCache>,
     pub throttle: KeyframeThrottle,
     pub subs: Vec<Sub>,
+    /// The publisher's numbers already forwarded: a second copy goes nowhere.
+    seen: SeenWindow,
 }
 
 pub struct Sub {
@@ -67,6 +70,7 @@ impl Published {
             media_ssrc,
             throttle: KeyframeThrottle::new(),
             subs: Vec::new(),
+            seen: SeenWindow::default(),
         }
     }
 
@@ -100,6 +104,10 @@ impl Published {
         now: Instant,
     ) -> bool {
         stats.packets_in.fetch_add(1, Ordering::Relaxed);
+        if !self.seen.first_time(packet.header.sequence_number) {
+            stats.packets_duplicate.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         // Header extension ids are negotiated per leg, so the publisher's mean nothing to a subscriber. Dropped
         // once here rather than per subscriber: every subscriber's copy is then a refcount on the payload.
         packet.header.extension = false;
