@@ -410,6 +410,35 @@ async fn get_on_the_api_returns_405_with_a_json_body_and_an_allow_header() {
     }
 }
 
+/// Each route's 405 names the methods that route takes, and a path under /api/ that names no route gets the
+/// contract's JSON 404 whatever the method (not the static files' plain one, nor an empty 405).
+#[tokio::test]
+async fn wrong_methods_name_the_routes_own_methods_and_unknown_api_paths_get_a_json_404() {
+    let s = TestServer::start().await;
+    let id = uuid::Uuid::new_v4();
+    let cases = [
+        (reqwest::Method::DELETE, "/api/appointments".to_owned(), "GET, POST"),
+        (reqwest::Method::PUT, format!("/api/appointments/{id}"), "GET, PATCH"),
+        (reqwest::Method::GET, format!("/api/appointments/{id}/cancel"), "POST"),
+        (reqwest::Method::POST, "/api/outbox".to_owned(), "GET"),
+        (reqwest::Method::GET, format!("/api/outbox/{id}/retry"), "POST"),
+    ];
+    for (method, path, allow) in cases {
+        let res = s.client.request(method.clone(), s.url(&path)).bearer_auth(&s.key).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert_eq!(res.headers()["allow"], allow, "{method} {path}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(error_code(&body), "MethodNotAllowed");
+    }
+    for method in [reqwest::Method::GET, reqwest::Method::POST, reqwest::Method::DELETE] {
+        let res = s.client.request(method.clone(), s.url("/api/no-such-thing/at/all")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{method}");
+        assert!(res.headers().get("allow").is_none());
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(error_code(&body), "NotFound", "{method}: {body}");
+    }
+}
+
 #[tokio::test]
 async fn a_body_over_the_limit_returns_413() {
     let s = TestServer::start().await;

@@ -236,8 +236,13 @@ async fn dispatch(state: &AppState, req: ApiRequest, origin: &Origin, headers: &
 }
 
 /// Any method but POST on the API route.
+/// A path under `/api/` that names no route: the contract's JSON 404, whatever the method.
+pub async fn no_such_route() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such API route (see the README's API section)")
+}
+
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(ErrorCode::MethodNotAllowed, "use POST with a JSON body")
+    ApiError::method_not_allowed("POST", "use POST with a JSON body")
 }
 
 /// Every success carries `success`, `demoMode` and the `provider` of the meeting it is about next to Chime's

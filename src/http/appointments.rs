@@ -154,9 +154,9 @@ fn message_json(m: &OutboxMessage) -> Value {
     })
 }
 
-/// Any other method on these routes.
-pub async fn wrong_method() -> ApiError {
-    ApiError::new(ErrorCode::MethodNotAllowed, "this method is not allowed here (see the README's Appointments table)")
+/// Any other method on these routes: 405 naming the methods the route takes (`allow`, e.g. `GET, POST`).
+pub fn wrong_method(allow: &'static str) -> ApiError {
+    ApiError::method_not_allowed(allow, format!("this route takes {allow} (see the README's Appointments table)"))
 }
 
 fn ok(mut body: Value) -> Response {

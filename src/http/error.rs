@@ -76,11 +76,17 @@ pub struct ApiError {
     pub message: String,
     /// Our addition to Chime's shape: a fixed name refining `code` (`InviteExpired`), for the join page.
     pub reason: Option<&'static str>,
+    /// The methods the route takes, for a 405's `Allow` header.
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), reason: None }
+        Self { code, message: message.into(), reason: None, allow: None }
+    }
+    /// 405 on a route that takes `allow` (e.g. `GET, POST`).
+    pub fn method_not_allowed(allow: &'static str, message: impl Into<String>) -> Self {
+        Self { allow: Some(allow), ..Self::new(ErrorCode::MethodNotAllowed, message) }
     }
     pub fn with_reason(mut self, reason: &'static str) -> Self {
         self.reason = Some(reason);
@@ -115,8 +121,8 @@ impl IntoResponse for ApiError {
             body["error"]["reason"] = json!(reason);
         }
         let mut res = (self.code.status(), Json(body)).into_response();
-        if self.code == ErrorCode::MethodNotAllowed {
-            res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        if let Some(allow) = self.allow {
+            res.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         res
     }

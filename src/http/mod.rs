@@ -27,7 +27,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use serde_json::json;
 use std::sync::Arc;
 use tower_http::compression::CompressionLayer;
@@ -60,19 +60,21 @@ pub fn router(state: AppState) -> Router {
             "/api/appointments",
             get(appointments::list)
                 .post(appointments::create)
-                .fallback(appointments::wrong_method)
+                .fallback(async || appointments::wrong_method("GET, POST"))
                 .layer(DefaultBodyLimit::max(state.config.max_body_bytes)),
         )
         .route(
             "/api/appointments/{id}",
             get(appointments::get)
                 .patch(appointments::update)
-                .fallback(appointments::wrong_method)
+                .fallback(async || appointments::wrong_method("GET, PATCH"))
                 .layer(DefaultBodyLimit::max(state.config.max_body_bytes)),
         )
-        .route("/api/appointments/{id}/cancel", post(appointments::cancel).fallback(appointments::wrong_method))
-        .route("/api/outbox", get(appointments::outbox_list).fallback(appointments::wrong_method))
-        .route("/api/outbox/{id}/retry", post(appointments::outbox_retry).fallback(appointments::wrong_method))
+        .route("/api/appointments/{id}/cancel", post(appointments::cancel).fallback(async || appointments::wrong_method("POST")))
+        .route("/api/outbox", get(appointments::outbox_list).fallback(async || appointments::wrong_method("GET")))
+        .route("/api/outbox/{id}/retry", post(appointments::outbox_retry).fallback(async || appointments::wrong_method("POST")))
+        // Any other path under /api/ gets the contract's JSON 404, not the static files' plain one or an empty 405.
+        .route("/api/{*rest}", any(api::no_such_route))
         .merge(console::sign_in(&state))
         .route_layer(middleware::from_fn_with_state((state.clone(), throttle.clone()), throttle::api));
     // Everything but the socket is answered within the request timeout.
