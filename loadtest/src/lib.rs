@@ -26,5 +26,4 @@ pub mod run;
 pub mod scrape;
 pub mod sequence;
 pub mod stats;
-pub mod tls;
 pub mod udpdriver;

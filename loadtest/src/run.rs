@@ -15,7 +15,7 @@ use crate::media::{MediaEngine, MediaOptions, MediaStats};
 use crate::peer::MediaOptions as PeerOptions;
 use crate::participant::{self, Behaviour, MeetingSlot, Shared, Ticket};
 use crate::report::{self, Report};
-use crate::{plot, progress, scrape, tls};
+use crate::{plot, progress, scrape};
 use anyhow::Context;
 use futures::StreamExt;
 use std::sync::Arc;
@@ -61,7 +61,7 @@ async fn run_participants(options: &Options, api: &Arc<Api>, before: Option<scra
     let media_stats = media.as_ref().map(|m| Arc::clone(m.stats()));
     let behaviour = Arc::new(Behaviour {
         ws_url: options.ws_url(),
-        tls: options.insecure.then(tls::accept_any_certificate),
+        tls: options.insecure.then(signaling::tls::accept_any_certificate),
         ping_interval: options.ping_interval,
         churn: options.churn,
         media,

@@ -13,6 +13,7 @@
 pub mod client;
 mod messages;
 pub mod object;
+pub mod tls;
 
 pub use client::{ClientError, SignalingClient, SignalingReceiver, SignalingSender};
 pub use messages::*;

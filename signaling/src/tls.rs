@@ -1,5 +1,6 @@
-//! `--insecure`: trust whatever certificate the gateway presents. For the self-signed development certificate a
-//! gateway generates on first start; never the default, and only the load tester uses it.
+//! Trust whatever certificate the gateway presents: for the self-signed development certificate a gateway
+//! generates on first start. Never the default; the load tester's `--insecure` and the gateway's own tests use
+//! it (with `SignalingClient::connect_with_tls`, or for raw TLS connections).
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
