@@ -303,29 +303,19 @@ async fn start_turn(config: &Config, sfu: &Sfu) -> anyhow::Result<(Option<Embedd
         TurnSetup { secret: turn.secret.clone(), relay_ip, allowed_peers: sfu.media_addrs().iter().copied().collect(), tls };
     let server = EmbeddedTurn::start(listen, setup).await?;
     if turn.urls.is_empty() {
-        turn.urls = server.urls(&turn_host(config, relay_ip));
+        turn.urls = server.urls(&turn_host(config, listen, relay_ip));
     }
     Ok((Some(server), Some(turn)))
 }
 
-/// Where pages reach the embedded TURN server: APP_URL's host (the name its certificate carries), else
-/// RTC_PUBLIC_IP, else a listener's own address, else the relay address.
-fn turn_host(config: &Config, relay_ip: std::net::IpAddr) -> String {
+/// Where pages reach the embedded TURN server, as a URL's host: APP_URL's host (the name its certificate carries),
+/// else RTC_PUBLIC_IP, else a listener's own address, else the relay address.
+fn turn_host(config: &Config, listen: &crate::config::TurnListenConfig, relay_ip: std::net::IpAddr) -> String {
     if let Some(host) = config.app_url.as_deref().and_then(|u| url::Url::parse(u).ok()).and_then(|u| u.host_str().map(str::to_owned)) {
         return host;
     }
-    if let Some(ip) = config.sfu.public_ip {
-        return ip.to_string();
-    }
-    let listen = config.turn_server.as_ref();
-    listen
-        .into_iter()
-        .flat_map(|l| [l.udp, l.tcp, l.tls])
-        .flatten()
-        .map(|a| a.ip())
-        .find(|ip| !ip.is_unspecified())
-        .unwrap_or(relay_ip)
-        .to_string()
+    let listener_ip = [listen.udp, listen.tcp, listen.tls].into_iter().flatten().map(|a| a.ip()).find(|ip| !ip.is_unspecified());
+    url_host(config.sfu.public_ip.or(listener_ip).unwrap_or(relay_ip))
 }
 
 /// HTTP/1: a connection must deliver each request head within `timeout` of opening or of its previous

@@ -7,9 +7,12 @@
 //! behind firewalls to *our* SFU, and a relay that reached anything else on the clinic's network would be an
 //! open proxy into it. Permissions for other peers can be created, but no packet crosses them.
 
+use super::framing::is_channel_data;
 use super::gate::{Gate, Verdict};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use turn_server_proto::api::{SocketAllocateError, TcpConnectError, TurnServerApi, TurnServerPollRet};
 use turn_server_proto::server::TurnServer;
@@ -59,6 +62,20 @@ struct Listener {
     wake: Option<Instant>,
 }
 
+impl Listener {
+    /// A listener's engine and gate as new: they know no one.
+    fn new(kind: Kind, addr: SocketAddr, secret: &[u8]) -> Self {
+        Self {
+            kind,
+            addr,
+            server: TurnServer::new(kind.transport(), addr, REALM.to_owned()),
+            gate: Gate::new(secret.to_vec()),
+            streams: 0,
+            wake: None,
+        }
+    }
+}
+
 /// Counters for `/metrics`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct EngineStats {
@@ -69,6 +86,24 @@ pub struct EngineStats {
     pub refused_credentials: u64,
 }
 
+/// The counters, shared with `/metrics`: the engine updates them where they change, a scrape reads them.
+#[derive(Debug, Default)]
+pub struct TurnStats {
+    allocations: AtomicUsize,
+    refused_peer_packets: AtomicU64,
+    refused_credentials: AtomicU64,
+}
+
+impl TurnStats {
+    pub fn load(&self) -> EngineStats {
+        EngineStats {
+            allocations: self.allocations.load(Ordering::Relaxed),
+            refused_peer_packets: self.refused_peer_packets.load(Ordering::Relaxed),
+            refused_credentials: self.refused_credentials.load(Ordering::Relaxed),
+        }
+    }
+}
+
 pub struct Engine {
     listeners: Vec<Listener>,
     secret: Vec<u8>,
@@ -77,7 +112,7 @@ pub struct Engine {
     allowed_peers: HashSet<SocketAddr>,
     max_allocations: usize,
     base: std::time::Instant,
-    stats: EngineStats,
+    stats: Arc<TurnStats>,
 }
 
 /// A bound on poll loops: the engine returns to `WaitUntil` long before this, unless it misbehaves.
@@ -91,17 +126,7 @@ impl Engine {
         allowed_peers: HashSet<SocketAddr>,
         max_allocations: usize,
     ) -> Self {
-        let listeners = listeners
-            .iter()
-            .map(|&(kind, addr)| Listener {
-                kind,
-                addr,
-                server: TurnServer::new(kind.transport(), addr, REALM.to_owned()),
-                gate: Gate::new(secret.clone()),
-                streams: 0,
-                wake: None,
-            })
-            .collect();
+        let listeners = listeners.iter().map(|&(kind, addr)| Listener::new(kind, addr, &secret)).collect();
         Self {
             listeners,
             secret,
@@ -109,12 +134,18 @@ impl Engine {
             allowed_peers,
             max_allocations,
             base: std::time::Instant::now(),
-            stats: EngineStats::default(),
+            stats: Arc::default(),
         }
     }
 
+    #[cfg(test)]
     pub fn stats(&self) -> EngineStats {
-        EngineStats { allocations: self.relays.len(), ..self.stats }
+        self.stats.load()
+    }
+
+    /// The counters, for `/metrics`.
+    pub fn stats_handle(&self) -> Arc<TurnStats> {
+        Arc::clone(&self.stats)
     }
 
     fn now(&self) -> Instant {
@@ -132,37 +163,40 @@ impl Engine {
 
     /// One message from a client of `listener`: a UDP datagram, or one frame off its stream.
     pub fn on_client(&mut self, io: &mut dyn Io, listener: usize, from: SocketAddr, data: &[u8]) {
-        let now = self.now();
         let Some(l) = self.listeners.get_mut(listener) else { return };
         match l.gate.check(data, unix_now()) {
             Verdict::Drop => {
-                self.stats.refused_credentials += 1;
+                self.stats.refused_credentials.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             Verdict::Register { username, password } => l.server.add_user(username, password),
             Verdict::Pass => {}
         }
         let transmit = Transmit::new(data, l.kind.transport(), from, l.addr);
-        if let Some(out) = l.server.recv(transmit, now) {
-            let out = out.build();
-            self.route(io, listener, out);
-        }
-        self.drive(io, listener);
+        // ChannelData is relayed and changes no state: the engine has nothing else to do after it.
+        self.feed(io, listener, transmit, !is_channel_data(data));
     }
 
-    /// A datagram that arrived on relay socket `relay` from `from`.
+    /// A datagram that arrived on relay socket `relay` from `from`: relayed to its client, no state changed.
     pub fn on_peer(&mut self, io: &mut dyn Io, relay: SocketAddr, from: SocketAddr, data: &[u8]) {
         let Some(&listener) = self.relays.get(&relay) else { return };
         if !self.allowed_peers.contains(&from) {
-            self.stats.refused_peer_packets += 1;
+            self.stats.refused_peer_packets.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        self.feed(io, listener, Transmit::new(data, TransportType::Udp, from, relay), false);
+    }
+
+    /// Hands `transmit` to `listener`'s engine and sends what it answers; with `settle`, then carries out what
+    /// the message may have started (allocations, closes, queued answers, the next timer).
+    fn feed(&mut self, io: &mut dyn Io, listener: usize, transmit: Transmit<&[u8]>, settle: bool) {
         let now = self.now();
-        if let Some(out) = self.listeners[listener].server.recv(Transmit::new(data, TransportType::Udp, from, relay), now) {
-            let out = out.build();
-            self.route(io, listener, out);
+        if let Some(out) = self.listeners[listener].server.recv(transmit, now) {
+            self.route(io, listener, out.build());
         }
-        self.drive(io, listener);
+        if settle {
+            self.drive(io, listener);
+        }
     }
 
     /// A client's stream opened.
@@ -176,18 +210,12 @@ impl Engine {
     /// `current`ly open. (Its allocations live on until they expire, as turn-server-proto keeps them; their relays
     /// then close through `drive`.)
     pub fn stream_closed(&mut self, io: &mut dyn Io, listener: usize, from: SocketAddr, current: bool) {
-        let now = self.now();
         let Some(l) = self.listeners.get_mut(listener) else { return };
         l.streams = l.streams.saturating_sub(1);
-        if !current {
-            return;
+        if current {
+            let addr = l.addr;
+            self.feed(io, listener, Transmit::new(&[], TransportType::Tcp, from, addr), true);
         }
-        let empty: &[u8] = &[];
-        if let Some(out) = l.server.recv(Transmit::new(empty, TransportType::Tcp, from, l.addr), now) {
-            let out = out.build();
-            self.route(io, listener, out);
-        }
-        self.drive(io, listener);
     }
 
     /// Runs every listener's timers (allocation, permission and channel expiry; retransmits).
@@ -208,9 +236,7 @@ impl Engine {
             if busy || l.gate.expired(now) == 0 {
                 continue;
             }
-            l.server = TurnServer::new(l.kind.transport(), l.addr, REALM.to_owned());
-            l.gate = Gate::new(self.secret.clone());
-            l.wake = None;
+            *l = Listener::new(l.kind, l.addr, &self.secret);
             renewed += 1;
         }
         renewed
@@ -236,6 +262,7 @@ impl Engine {
                         match io.bind_relay(family) {
                             Ok(addr) => {
                                 self.relays.insert(addr, listener);
+                                self.stats.allocations.store(self.relays.len(), Ordering::Relaxed);
                                 Ok(addr)
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
@@ -260,6 +287,7 @@ impl Engine {
                 }
                 TurnServerPollRet::SocketClose { listen_addr, .. } => {
                     if self.relays.remove(&listen_addr).is_some() {
+                        self.stats.allocations.store(self.relays.len(), Ordering::Relaxed);
                         io.close_relay(listen_addr);
                     }
                 }
@@ -280,7 +308,7 @@ impl Engine {
             if self.allowed_peers.contains(&out.to) {
                 io.send_peer(out.from, out.to, &out.data);
             } else {
-                self.stats.refused_peer_packets += 1;
+                self.stats.refused_peer_packets.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

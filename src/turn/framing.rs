@@ -19,37 +19,35 @@ pub enum Frame {
     Garbage,
 }
 
+/// Whether `data` starts as ChannelData (channel numbers 0x4000..=0x4FFF; the rest of 0x4000..=0x7FFF is
+/// reserved) rather than a STUN message.
+pub fn is_channel_data(data: &[u8]) -> bool {
+    data.first().is_some_and(|b| (0x40..=0x4F).contains(b))
+}
+
 /// Looks at the start of `buf` for one frame.
 pub fn next_frame(buf: &[u8]) -> Frame {
     let Some(&first) = buf.first() else { return Frame::Partial };
-    let (len, padded) = match first >> 6 {
-        // STUN: the top two bits are zero; the length counts the attributes, each padded to four.
-        0 => {
-            if buf.len() < 4 {
-                return Frame::Partial;
-            }
-            let body = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
-            if body % 4 != 0 {
-                return Frame::Garbage;
-            }
-            (20 + body, 20 + body)
-        }
-        // ChannelData: channel numbers 0x4000..=0x4FFF (the rest of 0x4000..=0x7FFF is reserved).
-        1 if first <= 0x4F => {
-            if buf.len() < 4 {
-                return Frame::Partial;
-            }
-            let body = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
-            (4 + body, (4 + body).next_multiple_of(4))
-        }
-        _ => return Frame::Garbage,
+    // STUN: the top two bits are zero; the length counts the attributes, each padded to four.
+    let stun = first >> 6 == 0;
+    if !stun && !is_channel_data(buf) {
+        return Frame::Garbage;
+    }
+    if buf.len() < 4 {
+        return Frame::Partial;
+    }
+    let body = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
+    let (len, padded) = match stun {
+        true if body % 4 != 0 => return Frame::Garbage,
+        true => (20 + body, 20 + body),
+        false => (4 + body, (4 + body).next_multiple_of(4)),
     };
     if buf.len() < padded { Frame::Partial } else { Frame::Complete { len, consumed: padded } }
 }
 
 /// Appends the zero bytes a ChannelData message needs on a stream.
 pub fn pad_for_stream(mut frame: Vec<u8>) -> Vec<u8> {
-    if frame.first().is_some_and(|b| b >> 6 == 1) {
+    if is_channel_data(&frame) {
         frame.resize(frame.len().next_multiple_of(4), 0);
     }
     frame

@@ -14,14 +14,14 @@ mod framing;
 mod gate;
 mod net;
 
-pub use engine::EngineStats;
+pub use engine::{EngineStats, TurnStats};
 
 use crate::config::TurnListenConfig;
 use anyhow::Context;
 use engine::{Engine, Kind};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::task::AbortHandle;
 
 /// What the embedded server needs besides its listeners.
@@ -43,20 +43,6 @@ pub struct EmbeddedTurn {
     tasks: Vec<AbortHandle>,
 }
 
-/// The engine's counters, as its task last left them.
-#[derive(Default)]
-pub struct TurnStats(Mutex<EngineStats>);
-
-impl TurnStats {
-    fn store(&self, s: EngineStats) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = s;
-    }
-
-    pub fn load(&self) -> EngineStats {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 impl EmbeddedTurn {
     /// Binds the configured listeners (port 0 works: `udp_addr()` and friends tell the real ones) and starts.
     pub async fn start(listen: &TurnListenConfig, setup: TurnSetup) -> anyhow::Result<Self> {
@@ -75,8 +61,8 @@ impl EmbeddedTurn {
             bound.push(b);
         }
         let engine = Engine::new(&listeners, setup.secret, setup.allowed_peers, listen.max_allocations);
-        let stats = Arc::new(TurnStats::default());
-        let tasks = net::spawn(engine, bound, setup.relay_ip, listen.max_allocations, Arc::clone(&stats));
+        let stats = engine.stats_handle();
+        let tasks = net::spawn(engine, bound, setup.relay_ip, listen.max_allocations);
         Ok(Self { listeners, stats, tasks })
     }
 
@@ -105,9 +91,9 @@ impl EmbeddedTurn {
         Arc::clone(&self.stats)
     }
 
-    /// The `iceServers` URLs for the listeners, reached at `host` (a name the TLS certificate carries, or an IP).
+    /// The `iceServers` URLs for the listeners, reached at `host` as a URL writes it (a name the TLS certificate
+    /// carries, an IPv4 address, or an IPv6 one in brackets).
     pub fn urls(&self, host: &str) -> Vec<String> {
-        let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_owned() };
         self.listeners
             .iter()
             .map(|(kind, addr)| match kind {

@@ -115,7 +115,6 @@ pub(super) fn spawn(
     bound: Vec<Bound>,
     relay_ip: IpAddr,
     max_streams: usize,
-    stats: Arc<super::TurnStats>,
 ) -> Vec<AbortHandle> {
     let (events, mut inbox) = mpsc::channel(EVENT_QUEUE);
     let mut io = NetIo { udp: HashMap::new(), streams: HashMap::new(), relays: HashMap::new(), relay_ip, events: events.clone() };
@@ -158,7 +157,6 @@ pub(super) fn spawn(
                     }
                 }
             }
-            stats.store(engine.stats());
         }
     });
     tasks.push(engine_task.abort_handle());
