@@ -112,7 +112,7 @@ impl Admission {
             }
         };
         let stay = StayRecorder { attendance: Arc::clone(&self.attendance), role };
-        let session = self.rooms.enter(meeting, attendee, name, Some(role), req.audio_muted, req.video_muted, Some(stay))?;
+        let session = self.rooms.enter(meeting, attendee, name, req.audio_muted, req.video_muted, Some(stay))?;
         Ok(session)
     }
 }
@@ -125,6 +125,11 @@ pub(crate) struct StayRecorder {
 }
 
 impl StayRecorder {
+    /// The role of the attendee whose stay this records.
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+
     /// Begins recording in the background: `joined` must not wait for a database write (and its fsync).
     pub(crate) fn begin(self, meeting: MeetingId, attendee: AttendeeId) -> Stay {
         let (attendance, role) = (Arc::clone(&self.attendance), self.role);

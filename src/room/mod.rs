@@ -143,7 +143,7 @@ impl Room {
     }
 
     /// Everyone but `me`, as `joined` lists them, the count, and `me`'s own role.
-    pub(crate) fn others(&self, me: AttendeeId) -> (Vec<Participant>, usize, Option<signaling::Role>) {
+    pub(crate) fn others(&self, me: AttendeeId) -> (Vec<Participant>, usize, Option<Role>) {
         let members = self.lock_members();
         let others = members.iter().filter(|(id, _)| **id != me).map(|(_, m)| m.info.clone()).collect();
         let role = members.get(&me).and_then(|m| m.info.role);
@@ -332,20 +332,18 @@ impl Rooms {
         audio_muted: bool,
         video_muted: bool,
     ) -> Result<Session, JoinError> {
-        self.enter(meeting_id, attendee_id, name, None, audio_muted, video_muted, None)
+        self.enter(meeting_id, attendee_id, name, audio_muted, video_muted, None)
     }
 
     /// `join`, with the stay recorded from entering to leaving when `stay` is given. An attendee already in the
     /// room (reconnecting, or joining from a second window) gets this socket attached to its participant,
     /// which resumes: the previous socket, if still open, is told it was replaced (its role stays as it entered:
-    /// an attendee's role never changes).
-    #[allow(clippy::too_many_arguments)]
+    /// an attendee's role never changes). The role comes with the stay: admission knows both.
     pub(crate) fn enter(
         &self,
         meeting_id: MeetingId,
         attendee_id: AttendeeId,
         name: String,
-        role: Option<Role>,
         audio_muted: bool,
         video_muted: bool,
         stay: Option<StayRecorder>,
@@ -388,7 +386,7 @@ impl Rooms {
             }
             members = room.lock_members();
         }
-        self.add_member(&room, members, attendee_id, name, role, audio_muted, video_muted, stay, epoch, out_tx, out_rx)
+        self.add_member(&room, members, attendee_id, name, audio_muted, video_muted, stay, epoch, out_tx, out_rx)
     }
 
     /// A new participant: the room's and the server's caps, then `joined` for it and the news for the others.
@@ -399,7 +397,6 @@ impl Rooms {
         mut members: std::sync::MutexGuard<'_, HashMap<AttendeeId, Member>>,
         attendee_id: AttendeeId,
         name: String,
-        role: Option<Role>,
         audio_muted: bool,
         video_muted: bool,
         stay: Option<StayRecorder>,
@@ -418,6 +415,7 @@ impl Rooms {
         }
         self.participants.fetch_add(1, Ordering::Relaxed);
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let role = stay.as_ref().map(StayRecorder::role);
         let info = Participant {
             attendee_id: attendee_id.to_string(),
             name,
@@ -449,7 +447,7 @@ impl Rooms {
         });
         room.send_others(attendee_id, || Command::Notify(ServerMessage::ParticipantCount { count }));
 
-        let role_text = role.map_or("none", signaling::Role::as_str);
+        let role_text = role.map_or("none", Role::as_str);
         tracing::info!(meeting = %meeting_id, attendee = %attendee_id, role = role_text, "participant joined");
         let stay = stay.map(|s| s.begin(meeting_id, attendee_id));
         participant::spawn(participant::Actor::new(participant::ActorParts {
